@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kthread-rs: safe Rust kthread, kthread_worker and task_work APIs for Linux 7.2.
+#
+#   make setup     install the toolchain and build the cached test kernel
+#   make           build the modules (against KDIR, default: the cached test kernel)
+#   make check     the tests: KUnit in a virtme-ng VM + compile-fail cases; ends "N passed, N failed"
+#   make run       boot the test kernel, load the sample module, print its dmesg
+#   make clippy    build with CLIPPY=1
+#   make fmt       rustfmt the Rust sources (fmt-check: only check)
+#
+# KDIR=/path/to/a/prepared/rust/kernel builds against another tree. KVM=1 opts into KVM.
+
+SHELL := /bin/bash
+export KDIR KVM
+
+.PHONY: all modules setup check run clippy fmt fmt-check clean
+
+all: modules
+
+modules:
+	@bash scripts/kmake.sh modules
+
+setup:
+	@bash scripts/setup.sh
+
+check:
+	@bash scripts/check.sh
+
+run:
+	@bash scripts/run.sh
+
+clippy:
+	@bash scripts/kmake.sh CLIPPY=1 modules
+
+fmt:
+	@bash scripts/fmt.sh
+
+fmt-check:
+	@bash scripts/fmt.sh --check
+
+clean:
+	@bash scripts/kmake.sh clean
+	rm -rf out

@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kthread-rs: safe Rust APIs over the kernel's kthread, kthread_worker and task_work C code.
+//!
+//! This is not a crate of its own: an out-of-tree module includes it with
+//!
+//! ```ignore
+//! #[path = "../../rust/kthread_rs/mod.rs"]
+//! pub mod kthread_rs;
+//! ```
+//!
+//! - [`thread`]: owned and scoped kernel threads (`include/linux/kthread.h`).
+//! - [`sys`]: the few C macros and static inlines that have no generated binding.
+
+pub mod sys;
+pub mod thread;

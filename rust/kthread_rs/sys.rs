@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The project's bindings layer: what `kernel::bindings` lacks.
+//!
+//! `kernel::bindings` has the exported kthread, kthread_worker and task_work functions, and the
+//! kernel crate has Rust helpers for `get_task_struct()` and friends. What it lacks are the C
+//! macros and static inlines of `include/linux/kthread.h`, `include/linux/wait.h` and
+//! `include/linux/task_work.h`. They are re-implemented here, in one place, each next to the C
+//! it mirrors, so that the rest of kthread-rs only calls functions.
+//!
+//! C headers: [`include/linux/kthread.h`](srctree/include/linux/kthread.h),
+//! [`include/linux/wait.h`](srctree/include/linux/wait.h).
+
+use kernel::{bindings, prelude::*, sync::LockClassKey};
+
+/// `init_waitqueue_head()`: a macro around `__init_waitqueue_head()` with a static lock class.
+///
+/// # Safety
+///
+/// `wq` must be valid for writes of a `struct wait_queue_head`, and must not move afterwards.
+pub(crate) unsafe fn init_waitqueue_head(
+    wq: *mut bindings::wait_queue_head,
+    name: &'static CStr,
+    key: Pin<&'static LockClassKey>,
+) {
+    // SAFETY: The caller guarantees that `wq` is valid and will not move; `name` and `key` are
+    // `'static`, as the lockdep map that `__init_waitqueue_head()` initialises keeps them.
+    unsafe { bindings::__init_waitqueue_head(wq, name.as_char_ptr(), key.as_ptr()) };
+}
+
+/// `wake_up()`: wake one exclusive waiter and every non-exclusive waiter of `wq`.
+///
+/// # Safety
+///
+/// `wq` must point to an initialised `struct wait_queue_head`.
+pub(crate) unsafe fn wake_up(wq: *mut bindings::wait_queue_head) {
+    // SAFETY: The caller guarantees that `wq` is initialised. `TASK_NORMAL` and a count of one
+    // are exactly what the C `wake_up()` macro passes.
+    unsafe { bindings::__wake_up(wq, bindings::TASK_NORMAL, 1, core::ptr::null_mut()) };
+}

@@ -1,0 +1,975 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel threads with owned handles: stop-before-drop, typed results, parking, scopes.
+//!
+//! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
+//!
+//! A thread runs a closure that owns its data. Its handle owns the thread: dropping the handle
+//! stops the thread and waits for it ([`kthread_stop()`]), so no thread outlives the data it
+//! uses. The body receives a [`Context`], the only way to ask [`Context::should_stop`] and its
+//! siblings: those C functions are valid only on a kthread, and a [`Context`] exists only on the
+//! stack of the thread it belongs to.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! use kthread_rs::thread::{self, Exit, Wake};
+//! use kernel::time::Delta;
+//!
+//! // A polling thread: wake every 10 ms until stopped; returns how often it polled.
+//! let poller = thread::spawn(fmt!("mydrv-poll/{}", 0), |ctx| {
+//!     let mut polls = 0u64;
+//!     while ctx.sleep(Delta::from_millis(10)) != Wake::Stop {
+//!         polls += 1;
+//!     }
+//!     polls
+//! })?;
+//! // ... later, e.g. in the driver's remove():
+//! match poller.stop() {
+//!     Exit::Returned(polls) => pr_info!("polled {polls} times\n"),
+//!     Exit::NeverRan => pr_info!("stopped before it ran\n"),
+//! }
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! [`kthread_stop()`]: srctree/kernel/kthread.c
+
+use super::sys;
+use core::{
+    cell::UnsafeCell,
+    marker::PhantomData,
+    ops::{ControlFlow, Deref},
+    sync::atomic::{AtomicBool, Ordering},
+};
+use kernel::{
+    bindings,
+    cpu::CpuId,
+    error::from_err_ptr,
+    fmt,
+    prelude::*,
+    static_lock_class,
+    str::CString,
+    sync::{Arc, Completion},
+    task::{Task, MAX_SCHEDULE_TIMEOUT, TASK_INTERRUPTIBLE},
+    time::{msecs_to_jiffies, Delta},
+    sync::aref::ARef,
+    types::Opaque,
+};
+
+/// "Any NUMA node", the C `NUMA_NO_NODE`.
+pub const NUMA_NO_NODE: i32 = bindings::NUMA_NO_NODE;
+
+/// How a thread ended, as seen by [`Thread::stop`] and [`Thread::join`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit<T> {
+    /// The body ran and returned this value.
+    Returned(T),
+    /// The thread was stopped before its body ever ran (this can happen even after it was
+    /// started: a thread checks for a stop request once more before it calls its body). The
+    /// body closure and everything it owned have been dropped.
+    NeverRan,
+}
+
+impl<T> Exit<T> {
+    /// The value the body returned, or `None` if it never ran.
+    pub fn returned(self) -> Option<T> {
+        match self {
+            Exit::Returned(v) => Some(v),
+            Exit::NeverRan => None,
+        }
+    }
+}
+
+/// Why [`Context::wait_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The condition became true.
+    Condition,
+    /// The thread was asked to stop ([`Context::should_stop`]).
+    Stop,
+    /// The thread was asked to park ([`Context::should_park`]).
+    Park,
+    /// The timeout expired.
+    Timeout,
+}
+
+/// The thread body's view of its own kthread: the only way to reach the C functions that are
+/// valid on a kthread only (`kthread_should_stop()` and friends).
+///
+/// A `Context` is made by the thread itself before it calls its body and is lent to the body;
+/// it is neither [`Send`] nor [`Sync`], so it cannot leave the thread, and it cannot be made
+/// anywhere else.
+///
+/// # Invariants
+///
+/// `current` is the kthread, created by this module, whose control block is `control`.
+pub struct Context<'a> {
+    control: &'a Control,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Context<'_> {
+    /// Has [`Thread::stop`] (or a drop of the handle) asked this thread to stop?
+    ///
+    /// The C `kthread_should_stop()`. A body returns soon after this becomes true.
+    pub fn should_stop(&self) -> bool {
+        // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
+        unsafe { bindings::kthread_should_stop() }
+    }
+
+    /// Has [`ParkableThread::park`] asked this thread to park?
+    ///
+    /// The C `kthread_should_park()`. Parkable threads are parked for their body by the step
+    /// loop, so a body rarely needs this.
+    pub fn should_park(&self) -> bool {
+        // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
+        unsafe { bindings::kthread_should_park() }
+    }
+
+    /// Park here if parking was asked for, until unparked. The C `kthread_parkme()`.
+    pub fn parkme(&self) {
+        // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
+        unsafe { bindings::kthread_parkme() }
+    }
+
+    /// Freeze here if the system is freezing, then tell whether the thread should stop.
+    ///
+    /// The C `kthread_freezable_should_stop()`; `was_frozen` is set when the thread was frozen.
+    /// Only threads made freezable with [`NewThread::set_freezable`] are ever frozen.
+    pub fn freezable_should_stop(&self, was_frozen: Option<&mut bool>) -> bool {
+        let p = was_frozen.map_or(core::ptr::null_mut(), |b| core::ptr::from_mut(b));
+        // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
+        // `p` is null or points to a live `bool`, as the C function expects.
+        unsafe { bindings::kthread_freezable_should_stop(p) }
+    }
+
+    /// Sleep until `cond` is true, the thread is asked to stop or to park, or `timeout` expires.
+    ///
+    /// The sleep is interruptible (and freezable for a freezable thread), so [`Thread::stop`]
+    /// always ends it. Whoever makes `cond` true calls [`Thread::wake_up`] afterwards. `cond`
+    /// runs with the task state already set, as in C's `wait_event()`: it must not sleep.
+    pub fn wait_until(&self, mut cond: impl FnMut() -> bool, timeout: Option<Delta>) -> Wake {
+        let mut left: c_long = match timeout {
+            None => MAX_SCHEDULE_TIMEOUT,
+            Some(d) => {
+                let ms = u32::try_from(d.as_millis().max(0)).unwrap_or(u32::MAX);
+                // `msecs_to_jiffies()` saturates at `MAX_JIFFY_OFFSET`, far below `c_long::MAX`.
+                c_long::try_from(msecs_to_jiffies(ms)).unwrap_or(MAX_SCHEDULE_TIMEOUT - 1)
+            }
+        };
+        let mut state = TASK_INTERRUPTIBLE;
+        if self.control.freezable.load(Ordering::Relaxed) {
+            state |= bindings::TASK_FREEZABLE as c_int;
+        }
+        let wq = self.control.wq.get();
+        let wait = Opaque::<bindings::wait_queue_entry>::uninit();
+        // SAFETY: `wait` is valid for writes and lives until the end of this function.
+        unsafe { bindings::init_wait(wait.get()) };
+        let why = loop {
+            // SAFETY: `wq` was initialised by `Control::new` and outlives `self`; `wait` is
+            // initialised above. This also sets the task state, with the barrier that pairs
+            // with the waker's, so a wake-up after `cond` became true is not lost.
+            unsafe { bindings::prepare_to_wait(wq, wait.get(), state) };
+            if cond() {
+                break Wake::Condition;
+            }
+            if self.should_stop() {
+                break Wake::Stop;
+            }
+            if self.should_park() {
+                break Wake::Park;
+            }
+            if left == 0 {
+                break Wake::Timeout;
+            }
+            // SAFETY: Sleeping is allowed here: a kthread body runs in process context with no
+            // lock held by this function. Any timeout value is accepted.
+            left = unsafe { bindings::schedule_timeout(left) };
+        };
+        // SAFETY: `wq` and `wait` are the pair passed to `prepare_to_wait()` above.
+        unsafe { bindings::finish_wait(wq, wait.get()) };
+        why
+    }
+
+    /// Sleep for `d`, or less if the thread is asked to stop or to park.
+    pub fn sleep(&self, d: Delta) -> Wake {
+        self.wait_until(|| false, Some(d))
+    }
+
+    fn idle_until_stop(&self) {
+        while self.wait_until(|| false, None) != Wake::Stop {
+            self.parkme();
+        }
+    }
+}
+
+/// What a thread and its handles share, whatever the body's type.
+///
+/// # Invariants
+///
+/// - `wq` and `returned` are initialised.
+/// - `stopped` is set exactly when `kthread_stop()` has been called (once) on the thread.
+#[pin_data]
+struct Control {
+    #[pin]
+    wq: Opaque<bindings::wait_queue_head>,
+    #[pin]
+    returned: Completion,
+    freezable: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Control {
+    fn new() -> impl PinInit<Self> {
+        // INVARIANT: `wq` and `returned` are initialised here; `stopped` starts false.
+        pin_init!(Self {
+            wq <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
+                // SAFETY: `slot` is valid for writes and pinned: it lives in an `Arc`.
+                unsafe { sys::init_waitqueue_head(slot, c"kthread_rs::thread", static_lock_class!()) }
+            }),
+            returned <- Completion::new(),
+            freezable: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Stop `task`, whose control block this is, and wait until it has exited; at most once.
+    ///
+    /// # Safety
+    ///
+    /// `task` is the thread of this control block, and calls are not concurrent (each handle
+    /// is owned by one task, and the scope and its handles live on one task).
+    unsafe fn stop(&self, task: &Task) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            // SAFETY: `task` is a kthread made by `kthread_create_*()`; the caller's `ARef`
+            // keeps it alive even if the body has returned and the thread exited (H1). By the
+            // invariant this is the only call: a second `kthread_stop()` would wait forever.
+            unsafe { bindings::kthread_stop(task.as_ptr()) };
+        }
+    }
+}
+
+/// A thread body, run once in the new thread.
+trait Body: Send {
+    type Output: Send;
+    /// Parkable bodies keep the thread alive until stopped, so that `kthread_park()` never
+    /// finds it exiting (which WARNs).
+    const PARKABLE: bool;
+    fn run(self, ctx: &Context<'_>) -> Self::Output;
+}
+
+struct Once<F>(F);
+
+impl<F, T> Body for Once<F>
+where
+    F: FnOnce(&Context<'_>) -> T + Send,
+    T: Send,
+{
+    type Output = T;
+    const PARKABLE: bool = false;
+    fn run(self, ctx: &Context<'_>) -> T {
+        (self.0)(ctx)
+    }
+}
+
+struct Steps<S, F>(S, F);
+
+impl<S, F> Body for Steps<S, F>
+where
+    S: Send,
+    F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send,
+{
+    type Output = S;
+    const PARKABLE: bool = true;
+    fn run(self, ctx: &Context<'_>) -> S {
+        let Steps(mut state, mut step) = self;
+        while !ctx.should_stop() {
+            if ctx.should_park() {
+                ctx.parkme();
+            } else if step(&mut state, ctx).is_break() {
+                break;
+            }
+        }
+        state
+    }
+}
+
+/// The single allocation behind a thread: control block, body slot and result slot.
+///
+/// # Invariants
+///
+/// - `body` is written only before the thread is woken, and taken only by the thread.
+/// - `result` is written only by the thread, and read only after the thread has exited.
+/// - The thread holds a raw pointer to `Self`; every handle stops the thread (waiting for its
+///   exit) before it drops its `Arc`, so that pointer never dangles while the thread runs.
+#[pin_data]
+struct Shared<B: Body> {
+    #[pin]
+    control: Control,
+    body: UnsafeCell<Option<B>>,
+    result: UnsafeCell<Option<B::Output>>,
+}
+
+// SAFETY: `body` and `result` are handed between the creating task and the thread with the
+// ordering of `wake_up_process()` and of the `exited` completion that `kthread_stop()` waits
+// for (see the invariants); `B` and `B::Output` are `Send`. `Control` is thread-safe.
+unsafe impl<B: Body> Send for Shared<B> {}
+// SAFETY: As for `Send`: shared access never touches `body` or `result` concurrently.
+unsafe impl<B: Body> Sync for Shared<B> {}
+
+/// The part of a thread's shared state that a [`Scope`] needs, whatever the body's type.
+trait Erased: Send + Sync {
+    fn control(&self) -> &Control;
+}
+
+/// The typed view of a thread's shared state that its handle needs.
+trait Core<T>: Erased {
+    /// # Safety
+    ///
+    /// The thread has exited.
+    unsafe fn take_result(&self) -> Option<T>;
+}
+
+impl<B: Body> Erased for Shared<B> {
+    fn control(&self) -> &Control {
+        &self.control
+    }
+}
+
+impl<B: Body> Core<B::Output> for Shared<B> {
+    unsafe fn take_result(&self) -> Option<B::Output> {
+        // SAFETY: The caller guarantees that the thread has exited, so by the invariant
+        // nothing else accesses `result`; handles are not used concurrently.
+        unsafe { (*self.result.get()).take() }
+    }
+}
+
+/// The C `threadfn` of every thread made here.
+///
+/// # Safety
+///
+/// `data` is the `Shared<B>` made for this thread by [`create_raw`], kept alive until the
+/// thread has exited (the invariant of [`Shared`]).
+unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
+    // SAFETY: By the function's safety requirement.
+    let shared = unsafe { &*data.cast::<Shared<B>>() };
+    let control = &shared.control;
+    if control.freezable.load(Ordering::Relaxed) {
+        // SAFETY: Makes `current`, this kthread, freezable; always valid on a kthread.
+        unsafe { bindings::set_freezable() };
+    }
+    // INVARIANT: `current` is the kthread whose control block is `control`.
+    let ctx = Context {
+        control,
+        _not_send: PhantomData,
+    };
+    // SAFETY: By the invariants of `Shared`, only this thread touches `body` now.
+    if let Some(body) = unsafe { (*shared.body.get()).take() } {
+        let out = body.run(&ctx);
+        // SAFETY: By the invariants of `Shared`, the handle reads `result` only after this
+        // thread exited.
+        unsafe { *shared.result.get() = Some(out) };
+    }
+    control.returned.complete_all();
+    if B::PARKABLE {
+        ctx.idle_until_stop();
+    }
+    // The thread's typed result travels through `result`, never through this `int` (H2).
+    0
+}
+
+/// Where a new thread runs.
+#[derive(Clone, Copy)]
+enum Place {
+    Node(i32),
+    Cpu(CpuId),
+}
+
+fn check_node(node: i32) -> Result {
+    if node == NUMA_NO_NODE {
+        return Ok(());
+    }
+    if node < 0 || node >= bindings::MAX_NUMNODES as i32 {
+        return Err(EINVAL);
+    }
+    #[cfg(CONFIG_NUMA)]
+    {
+        // SAFETY: `node` is below `MAX_NUMNODES`, the size of every nodemask.
+        let online = unsafe {
+            bindings::_test_bit(
+                node as _,
+                bindings::node_states[bindings::node_states_N_ONLINE as usize]
+                    .bits
+                    .as_ptr(),
+            )
+        };
+        if !online {
+            return Err(EINVAL);
+        }
+    }
+    Ok(())
+}
+
+/// Create a kthread running `body` (not yet woken) and take the handle's task reference.
+fn create_raw<'a, B: Body + 'a>(
+    place: Place,
+    name: fmt::Arguments<'_>,
+    body: B,
+) -> Result<(ARef<Task>, Arc<Shared<B>>)> {
+    let name = CString::try_from_fmt(name)?;
+    let shared = Arc::pin_init(
+        pin_init!(Shared {
+            control <- Control::new(),
+            body: UnsafeCell::new(Some(body)),
+            result: UnsafeCell::new(None),
+        }),
+        GFP_KERNEL,
+    )?;
+    let data = Arc::as_ptr(&shared).cast_mut().cast::<c_void>();
+    let raw = match place {
+        Place::Node(node) => {
+            check_node(node)?;
+            // SAFETY: `trampoline::<B>` accepts `data`, which stays alive until the thread
+            // exits (invariant of `Shared`). The name goes through "%s", never as the format.
+            unsafe {
+                bindings::kthread_create_on_node(
+                    Some(trampoline::<B>),
+                    data,
+                    node,
+                    c"%s".as_char_ptr(),
+                    name.as_char_ptr(),
+                )
+            }
+        }
+        Place::Cpu(cpu) => {
+            // `kthread_create_on_cpu()` takes the name as a format with the CPU as argument:
+            // escape every '%' so that the name is printed as it is.
+            let mut fmt = KVec::with_capacity(name.to_bytes().len() + 1, GFP_KERNEL)?;
+            for &b in name.to_bytes() {
+                if b == b'%' {
+                    fmt.push(b'%', GFP_KERNEL)?;
+                }
+                fmt.push(b, GFP_KERNEL)?;
+            }
+            fmt.push(0, GFP_KERNEL)?;
+            // SAFETY: As above; `cpu` is a valid CPU id (type invariant of `CpuId`), and `fmt`
+            // is a NUL-terminated format without conversions.
+            unsafe {
+                bindings::kthread_create_on_cpu(
+                    Some(trampoline::<B>),
+                    data,
+                    cpu.as_u32(),
+                    fmt.as_ptr().cast(),
+                )
+            }
+        }
+    };
+    // On error there is no thread: dropping `shared` drops the body, nothing leaks.
+    let raw = from_err_ptr(raw)?;
+    // SAFETY: `raw` is the new, live task; `Task` is a transparent wrapper around
+    // `task_struct`, and `ARef::from` takes the handle's own reference before the first
+    // wake-up (H1).
+    let task = ARef::from(unsafe { &*raw.cast::<Task>() });
+    Ok((task, shared))
+}
+
+/// A handle's state: the task reference and the typed shared state.
+///
+/// # Invariants
+///
+/// `task` is the kthread running `trampoline` on `core`.
+struct Handle<'a, T> {
+    task: ARef<Task>,
+    core: Arc<dyn Core<T> + 'a>,
+}
+
+impl<T> Handle<'_, T> {
+    fn control(&self) -> &Control {
+        self.core.control()
+    }
+
+    fn stop(&self) -> Exit<T> {
+        // SAFETY: By the type invariant `task` belongs to `core`; handles are not shared.
+        unsafe { self.control().stop(&self.task) };
+        // SAFETY: `stop` returned, so the thread has exited.
+        match unsafe { self.core.take_result() } {
+            Some(v) => Exit::Returned(v),
+            None => Exit::NeverRan,
+        }
+    }
+
+    fn join(&self) -> Exit<T> {
+        kernel::task::might_sleep();
+        self.control().returned.wait_for_completion();
+        self.stop()
+    }
+
+    fn wake_up(&self) {
+        // SAFETY: `wq` was initialised by `Control::new`.
+        unsafe { sys::wake_up(self.control().wq.get()) };
+    }
+}
+
+impl<T> Drop for Handle<'_, T> {
+    fn drop(&mut self) {
+        kernel::task::might_sleep();
+        // Stop-before-drop: the thread exits before the `Arc` (body, result) can be freed.
+        // SAFETY: As in `Handle::stop`.
+        unsafe { self.control().stop(&self.task) };
+    }
+}
+
+/// Marker: a thread whose body runs once and returns (see [`create`]).
+pub struct Unparkable;
+/// Marker: a thread whose body is a step loop that honours parking (see [`create_parkable`]).
+pub struct Parkable;
+
+/// A kthread that exists but has not been woken yet: configure it, then [`NewThread::start`].
+///
+/// Binding, priority and freezability can only be set here: they are invalid or racy once the
+/// thread runs (H5). Dropping a `NewThread` stops it; its body never runs and is dropped.
+#[must_use = "a NewThread is stopped, without running its body, when it is dropped"]
+pub struct NewThread<T, P = Unparkable> {
+    handle: Handle<'static, T>,
+    _kind: PhantomData<P>,
+}
+
+impl<T, P> NewThread<T, P> {
+    /// Bind the thread to `cpu` (the C `kthread_bind()`); `EINVAL` for an impossible CPU.
+    pub fn bind(&mut self, cpu: CpuId) -> Result<&mut Self> {
+        // SAFETY: `cpu_possible_mask` is a valid, static cpumask.
+        let possible = unsafe {
+            bindings::cpumask_test_cpu(cpu.as_u32() as c_int, &raw mut bindings::__cpu_possible_mask)
+        };
+        if !possible {
+            return Err(EINVAL);
+        }
+        // SAFETY: The thread has not been woken yet (this type's purpose), as `kthread_bind()`
+        // requires, and `cpu` is a possible CPU.
+        unsafe { bindings::kthread_bind(self.handle.task.as_ptr(), cpu.as_u32()) };
+        Ok(self)
+    }
+
+    /// Set the nice value, -20 (highest priority) to 19 (the C `set_user_nice()`).
+    pub fn set_nice(&mut self, nice: i32) -> Result<&mut Self> {
+        if !(-20..=19).contains(&nice) {
+            return Err(EINVAL);
+        }
+        // SAFETY: The task is alive (the handle's reference) and `nice` is in range.
+        unsafe { bindings::set_user_nice(self.handle.task.as_ptr(), nice as c_long) };
+        Ok(self)
+    }
+
+    /// Run under `SCHED_FIFO` at the kernel's default RT priority (the C `sched_set_fifo()`).
+    pub fn set_fifo(&mut self) -> &mut Self {
+        // SAFETY: The task is alive (the handle's reference).
+        unsafe { bindings::sched_set_fifo(self.handle.task.as_ptr()) };
+        self
+    }
+
+    /// Run under `SCHED_FIFO` at the lowest RT priority (the C `sched_set_fifo_low()`).
+    pub fn set_fifo_low(&mut self) -> &mut Self {
+        // SAFETY: The task is alive (the handle's reference).
+        unsafe { bindings::sched_set_fifo_low(self.handle.task.as_ptr()) };
+        self
+    }
+
+    /// Make the thread freezable: it calls `set_freezable()` before its body, and its
+    /// [`Context::wait_until`] sleeps are freezable (H19).
+    pub fn set_freezable(&mut self) -> &mut Self {
+        // Read by the thread after `start`'s wake-up, which orders this store before it.
+        self.handle.control().freezable.store(true, Ordering::Relaxed);
+        self
+    }
+
+    fn wake(self) -> Handle<'static, T> {
+        let NewThread { handle, .. } = self;
+        // SAFETY: The task is alive (the handle's reference).
+        unsafe { bindings::wake_up_process(handle.task.as_ptr()) };
+        handle
+    }
+}
+
+impl<T, P> Deref for NewThread<T, P> {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.handle.task
+    }
+}
+
+impl<T> NewThread<T, Unparkable> {
+    /// Wake the thread: it runs its body (unless stopped first, see [`Exit::NeverRan`]).
+    pub fn start(self) -> Thread<T> {
+        Thread {
+            handle: self.wake(),
+        }
+    }
+}
+
+impl<S> NewThread<S, Parkable> {
+    /// Wake the thread: it runs its step loop.
+    pub fn start(self) -> ParkableThread<S> {
+        ParkableThread {
+            thread: Thread {
+                handle: self.wake(),
+            },
+            parked: false,
+        }
+    }
+}
+
+/// An owned, running kthread. Dropping it stops the thread and waits for it to exit.
+///
+/// Dereferences to its [`Task`]. Forgetting a handle (`mem::forget`) leaks the thread, which
+/// then runs until it returns: a module must not be unloaded with a leaked thread in it.
+#[must_use = "dropping a Thread stops it at once"]
+pub struct Thread<T> {
+    handle: Handle<'static, T>,
+}
+
+impl<T> Thread<T> {
+    /// Ask the thread to stop, wait until it has exited, and return how it ended.
+    ///
+    /// The C `kthread_stop()`. Safe even if the body returned long ago: the handle holds its
+    /// own task reference (H1). Tells a returned value from a body that never ran (H2).
+    pub fn stop(self) -> Exit<T> {
+        self.handle.stop()
+    }
+
+    /// Wait until the body returns by itself (without asking it to stop), then reap it.
+    ///
+    /// Unlike [`Thread::stop`], this never sets `kthread_should_stop()` before the body has
+    /// returned, so it waits forever for a body that only ends when stopped.
+    pub fn join(self) -> Exit<T> {
+        self.handle.join()
+    }
+
+    /// Wake the thread if it sleeps in [`Context::wait_until`], so that it re-checks its
+    /// condition.
+    pub fn wake_up(&self) {
+        self.handle.wake_up()
+    }
+}
+
+impl<T> Deref for Thread<T> {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.handle.task
+    }
+}
+
+/// An owned, running kthread whose body is a step loop, and that can be parked.
+///
+/// Parking is offered only for this kind of thread because only a step loop is sure to honour
+/// it: [`ParkableThread::park`] waits for the thread to reach `kthread_parkme()`, forever if it
+/// never does (H4). The loop parks between steps; [`Context::wait_until`] returns
+/// [`Wake::Park`] so that a sleeping step ends promptly. After the loop ends (a step returned
+/// [`ControlFlow::Break`]) the thread idles, still parkable, until stopped.
+#[must_use = "dropping a ParkableThread stops it at once"]
+pub struct ParkableThread<S> {
+    thread: Thread<S>,
+    parked: bool,
+}
+
+impl<S> ParkableThread<S> {
+    /// Park the thread and wait until it is parked (the C `kthread_park()`).
+    ///
+    /// `EBUSY` if it is parked already, where the C function would WARN (H4).
+    pub fn park(&mut self) -> Result {
+        if self.parked {
+            return Err(EBUSY);
+        }
+        // SAFETY: The task is a live kthread (the handle's reference) that is not exiting: a
+        // parkable thread runs until it is stopped, and stopping takes `self` by value.
+        to_result(unsafe { bindings::kthread_park(self.thread.handle.task.as_ptr()) })?;
+        self.parked = true;
+        Ok(())
+    }
+
+    /// Unpark the thread (the C `kthread_unpark()`); does nothing if it is not parked.
+    pub fn unpark(&mut self) {
+        if self.parked {
+            // SAFETY: The task is a live kthread (the handle's reference).
+            unsafe { bindings::kthread_unpark(self.thread.handle.task.as_ptr()) };
+            self.parked = false;
+        }
+    }
+
+    /// Is the thread parked by this handle?
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Stop the thread (parked or not) and return its state; see [`Thread::stop`].
+    pub fn stop(self) -> Exit<S> {
+        self.thread.stop()
+    }
+
+    /// Wake the thread if it sleeps in [`Context::wait_until`]; see [`Thread::wake_up`].
+    pub fn wake_up(&self) {
+        self.thread.wake_up()
+    }
+}
+
+impl<S> Deref for ParkableThread<S> {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.thread
+    }
+}
+
+fn to_result(err: c_int) -> Result {
+    kernel::error::to_result(err)
+}
+
+/// Create a thread named `name` that will run `f`, on any CPU and node; start it with
+/// [`NewThread::start`] after configuring it.
+pub fn create<F, T>(name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+where
+    F: FnOnce(&Context<'_>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    create_on_node(NUMA_NO_NODE, name, f)
+}
+
+/// Like [`create`], with the thread's memory on NUMA node `node` ([`NUMA_NO_NODE`]: any).
+///
+/// `EINVAL` if `node` is not an online node.
+pub fn create_on_node<F, T>(node: i32, name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+where
+    F: FnOnce(&Context<'_>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    new_thread(Place::Node(node), name, Once(f))
+}
+
+/// Like [`create`], with the thread bound to `cpu` and marked per-CPU, as the C
+/// `kthread_create_on_cpu()` does.
+pub fn create_on_cpu<F, T>(cpu: CpuId, name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+where
+    F: FnOnce(&Context<'_>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    new_thread(Place::Cpu(cpu), name, Once(f))
+}
+
+/// Create and start a thread named `name` that runs `f` (the C `kthread_run()`).
+///
+/// `name` is formatted by Rust (`fmt!("mydrv/{}", id)`) and never used as a C format. The
+/// task's `comm` keeps its first 15 bytes.
+pub fn spawn<F, T>(name: fmt::Arguments<'_>, f: F) -> Result<Thread<T>>
+where
+    F: FnOnce(&Context<'_>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(create(name, f)?.start())
+}
+
+/// Create a parkable thread: it calls `step(&mut state, ctx)` in a loop until a step returns
+/// [`ControlFlow::Break`] or the thread is stopped, parking between steps when asked; its
+/// handle returns `state` at the end.
+pub fn create_parkable<S, F>(
+    name: fmt::Arguments<'_>,
+    state: S,
+    step: F,
+) -> Result<NewThread<S, Parkable>>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
+{
+    new_thread(Place::Node(NUMA_NO_NODE), name, Steps(state, step))
+}
+
+/// Like [`create_parkable`], bound to `cpu` and marked per-CPU: unparking re-binds it to
+/// `cpu`, as for the kernel's own per-CPU threads.
+pub fn create_parkable_on_cpu<S, F>(
+    cpu: CpuId,
+    name: fmt::Arguments<'_>,
+    state: S,
+    step: F,
+) -> Result<NewThread<S, Parkable>>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
+{
+    new_thread(Place::Cpu(cpu), name, Steps(state, step))
+}
+
+/// Create and start a parkable thread; see [`create_parkable`].
+pub fn spawn_parkable<S, F>(name: fmt::Arguments<'_>, state: S, step: F) -> Result<ParkableThread<S>>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
+{
+    Ok(create_parkable(name, state, step)?.start())
+}
+
+fn new_thread<B: Body + 'static, P>(
+    place: Place,
+    name: fmt::Arguments<'_>,
+    body: B,
+) -> Result<NewThread<B::Output, P>> {
+    let (task, shared) = create_raw(place, name, body)?;
+    // INVARIANT: `task` runs `trampoline::<B>` on `shared`.
+    Ok(NewThread {
+        handle: Handle { task, core: shared },
+        _kind: PhantomData,
+    })
+}
+
+/// A scope for threads that borrow data from the stack; see [`scope`].
+///
+/// It is not [`Sync`]: threads are spawned from the task that called [`scope`] only.
+///
+/// # Invariants
+///
+/// Every thread spawned in the scope has an entry in `threads`, and is stopped (and has
+/// exited) before [`scope`] returns.
+pub struct Scope<'scope, 'env: 'scope> {
+    threads: UnsafeCell<KVec<ScopeEntry>>,
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+/// The scope's own record of one of its threads, with the body's type (and lifetime) erased,
+/// as `std::thread::scope` does, so that the scope's storage does not borrow from `'scope`.
+///
+/// # Invariants
+///
+/// `shared` comes from `Arc::into_raw` of the `Shared<B>` run by `task`, `control` points into
+/// it, and `release` is `release::<B>`.
+struct ScopeEntry {
+    task: ARef<Task>,
+    shared: *const c_void,
+    control: *const Control,
+    release: unsafe fn(*const c_void),
+}
+
+/// Give back the reference that a [`ScopeEntry`] holds.
+///
+/// # Safety
+///
+/// `p` comes from `Arc::into_raw` of an `Arc<Shared<B>>`, and is not used afterwards.
+unsafe fn release<B: Body>(p: *const c_void) {
+    // SAFETY: By the function's safety requirement.
+    drop(unsafe { Arc::from_raw(p.cast::<Shared<B>>()) });
+}
+
+impl ScopeEntry {
+    /// Stop the thread (unless its handle did) and release the entry's reference.
+    fn finish(self) {
+        // SAFETY: By the type invariant, `control` lives as long as the reference in `shared`,
+        // which is still held, and belongs to `task`. The scope's thread handles are `!Send`
+        // and the scope's closure has returned, so nothing stops the thread concurrently.
+        unsafe { (*self.control).stop(&self.task) };
+        // SAFETY: By the type invariant; `self` is consumed, so `shared` is not used again.
+        unsafe { (self.release)(self.shared) };
+    }
+}
+
+/// A thread spawned in a [`Scope`]: like [`Thread`], but its body may borrow from the scope's
+/// environment. Whether or not it is stopped, dropped or even forgotten, the thread has exited
+/// when [`scope`] returns (H8).
+#[must_use = "dropping a ScopedThread stops it at once"]
+pub struct ScopedThread<'scope, T> {
+    handle: Handle<'scope, T>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Create and start a thread that may borrow anything that outlives the scope.
+    pub fn spawn<F, T>(&'scope self, name: fmt::Arguments<'_>, f: F) -> Result<ScopedThread<'scope, T>>
+    where
+        F: FnOnce(&Context<'_>) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        // SAFETY: `Scope` is `!Sync`, so only this task touches `threads`, and no reference
+        // into it is held across this call.
+        let threads = unsafe { &mut *self.threads.get() };
+        // Make room first: once the thread exists, recording it must not fail.
+        threads.reserve(1, GFP_KERNEL)?;
+        let (task, shared) = create_raw(Place::Node(NUMA_NO_NODE), name, Once(f))?;
+        // INVARIANT: `shared` is the `Shared<Once<F>>` run by `task`.
+        let entry = ScopeEntry {
+            task: task.clone(),
+            control: &shared.control,
+            shared: Arc::into_raw(shared.clone()).cast(),
+            release: release::<Once<F>>,
+        };
+        // INVARIANT: `task` runs `trampoline` on `shared`.
+        let thread = ScopedThread {
+            handle: Handle { task, core: shared },
+            _not_send: PhantomData,
+        };
+        if let Err(e) = threads.push_within_capacity(entry) {
+            // Cannot happen after `reserve`. Dropping `thread` stops the thread.
+            e.0.finish();
+            return Err(ENOMEM);
+        }
+        // INVARIANT: The thread is recorded in `threads` before it is woken.
+        // SAFETY: The task is alive (the handle's reference) and not yet woken.
+        unsafe { bindings::wake_up_process(thread.handle.task.as_ptr()) };
+        Ok(thread)
+    }
+}
+
+impl<T> ScopedThread<'_, T> {
+    /// Ask the thread to stop and wait for it; see [`Thread::stop`].
+    pub fn stop(self) -> Exit<T> {
+        self.handle.stop()
+    }
+
+    /// Wait until the body returns by itself; see [`Thread::join`].
+    pub fn join(self) -> Exit<T> {
+        self.handle.join()
+    }
+
+    /// Wake the thread if it sleeps in [`Context::wait_until`].
+    pub fn wake_up(&self) {
+        self.handle.wake_up()
+    }
+}
+
+impl<T> Deref for ScopedThread<'_, T> {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.handle.task
+    }
+}
+
+/// Run `f` with a [`Scope`] in which threads may borrow local data, like `std::thread::scope`.
+///
+/// Every thread spawned in the scope is stopped and has exited when `scope` returns, even if
+/// its handle was forgotten with `mem::forget` (H8): the scope keeps its own record of each
+/// thread.
+///
+/// # Examples
+///
+/// ```ignore
+/// let mut hits = [0u32; 4];
+/// thread::scope(|s| -> Result {
+///     for (i, h) in hits.iter_mut().enumerate() {
+///         let _ = s.spawn(fmt!("scoped/{i}"), move |_ctx| *h = i as u32 * 10)?.join();
+///     }
+///     Ok(())
+/// })?;
+/// # Ok::<(), Error>(())
+/// ```
+pub fn scope<'env, F, R>(f: F) -> R
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    let scope = Scope {
+        threads: UnsafeCell::new(KVec::new()),
+        _scope: PhantomData,
+        _env: PhantomData,
+    };
+    let r = f(&scope);
+    // SAFETY: `f` has returned and `Scope` is `!Sync`: nothing else uses `threads` now.
+    let threads = unsafe { &mut *scope.threads.get() };
+    // Newest first, as they were spawned last.
+    while let Some(entry) = threads.pop() {
+        entry.finish();
+    }
+    r
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# `make check`: setup if needed, build the modules (zero warnings), run the compile-fail cases,
+# boot the test kernel, run every KUnit suite, check dmesg and kmemleak, and print
+#   N passed, N failed, N skipped
+# as the last line. Exit status is non-zero on any failure.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+krs_phase "check: setup"
+KDIR=${KDIR:-$(bash "$KRS_ROOT/scripts/setup.sh" | tail -n1)}
+export KDIR
+out=$KRS_ROOT/out/check
+rm -rf "$out"; mkdir -p "$out"
+
+krs_phase "check: building the modules"
+bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 || {
+	cat "$out/build.log"; echo "0 passed, 1 failed"; exit 1; }
+
+if [ -d "$KRS_ROOT/rust/tests/compile_fail" ]; then
+	krs_phase "check: compile-fail cases"
+	bash "$KRS_ROOT/scripts/compile-fail.sh" > "$out/compile-fail.results" 2> "$out/compile-fail.log" || true
+fi
+
+mods=$(find "$KRS_ROOT/rust/tests" "$KRS_ROOT/samples" -name '*_test.ko' 2>/dev/null | sort)
+krs_phase "check: test modules: $(echo $mods | xargs -n1 basename | tr '\n' ' ')"
+bash "$KRS_ROOT/scripts/vm-run.sh" "$KDIR" "$out" "$KRS_ROOT/scripts/guest-check.sh" "$out" $mods || true
+krs_phase "check: results (KTAP in $out/ktap.*, dmesg in $out/dmesg)"
+python3 "$KRS_ROOT/scripts/summarize.py" "$out"

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings for kthread-rs scripts. Source it; do not run it.
+
+KRS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KRS_CACHE=${KRS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kthread-rs}
+KRS_TOOLS=$KRS_CACHE/tools
+KRS_VENV=$KRS_CACHE/venv
+KRS_LLVM=${KRS_LLVM:--22}
+KRS_START=${KRS_START:-$(date +%s)}
+export KRS_START
+
+# Linux 7.2 version wanted first; the newest 7.2.x found is the fallback.
+KRS_KVER_PIN=${KRS_KVER_PIN:-7.2.13-1}
+KRS_VNG_VERSION=1.42
+KRS_BINDGEN_VERSION=0.72.1
+
+# The Debian toolchain, not the rustup proxies in ~/.cargo/bin (wrong version, no rust-src).
+KRS_BIN=$KRS_TOOLS/bin
+export PATH=$KRS_BIN:$KRS_VENV/bin:/usr/lib/llvm${KRS_LLVM}/bin:$PATH
+# bindgen must parse with the same clang that builds the kernel (its -W flags differ by version).
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm${KRS_LLVM}/lib}
+
+krs_phase() {
+	local now=$(date +%s)
+	printf '[kthread-rs %4ds] %s\n' $((now - KRS_START)) "$*"
+}
+
+krs_die() {
+	printf '[kthread-rs] error: %s\n' "$*" >&2
+	exit 1
+}
+
+# Make variables passed to every kernel or module build.
+krs_kmake_vars() {
+	echo "LLVM=$KRS_LLVM RUSTC=$KRS_BIN/rustc RUSTDOC=$KRS_BIN/rustdoc HOSTRUSTC=$KRS_BIN/rustc BINDGEN=$KRS_BIN/bindgen CLIPPY_DRIVER=$KRS_BIN/clippy-driver"
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Turn one VM run's output directory into the kthread-rs verdict.
+
+Counts KUnit/KTAP test cases (leaf results) from the ktap.* files, adds the compile-fail
+results, treats every kernel splat in dmesg and every kmemleak report as a failure, prints
+each failure, and ends with the line `N passed, N failed, N skipped`. Exit status 1 on any
+failure.
+"""
+import re
+import sys
+from pathlib import Path
+
+SPLATS = [
+    r"\] WARNING: ", r"------------\[ cut here \]------------", r"\bBUG: ", r"Oops: ",
+    r"KASAN: ", r"UBSAN: ", r"possible circular locking", r"possible recursive locking",
+    r"inconsistent lock state", r"INFO: task .* blocked for more than", r"soft lockup",
+    r"hard LOCKUP", r"Kernel panic", r"general protection fault", r"ODEBUG: ",
+    r"list_(add|del) corruption", r"suspicious RCU usage", r"refcount_t: ",
+    r"sleeping function called from invalid context", r"DEBUG_LOCKS_WARN_ON",
+]
+SPLAT_RE = re.compile("|".join(SPLATS))
+RESULT_RE = re.compile(r"^(\s*)(ok|not ok) \d+ (?:- )?(\S+)(.*)$")
+
+
+def ktap_cases(text):
+    """Yield (name, status) for each leaf test case of a KTAP document."""
+    lines = text.splitlines()
+    results = []
+    for i, line in enumerate(lines):
+        m = RESULT_RE.match(line)
+        if m:
+            results.append((len(m.group(1)), m.group(2), m.group(3), m.group(4), i))
+    # A result line is a leaf unless the next deeper-indented results belong to it, i.e. the
+    # result directly before it (in file order) is more deeply indented.
+    prev_indent = None
+    for indent, status, name, rest, _ in results:
+        is_parent = prev_indent is not None and prev_indent > indent
+        prev_indent = indent
+        if is_parent:
+            continue
+        if "# SKIP" in rest:
+            yield name, "skip"
+        else:
+            yield name, "pass" if status == "ok" else "fail"
+
+
+def main(out):
+    out = Path(out)
+    passed = failed = skipped = 0
+    problems = []
+    for f in sorted(out.glob("ktap.*")):
+        for name, st in ktap_cases(f.read_text(errors="replace")):
+            if st == "pass":
+                passed += 1
+            elif st == "skip":
+                skipped += 1
+            else:
+                failed += 1
+                problems.append(f"FAIL kunit {f.name.split('.', 2)[2]}: {name}")
+    cf = out / "compile-fail.results"
+    if cf.exists():
+        for line in cf.read_text().splitlines():
+            status, _, name = line.partition(" ")
+            if status == "pass":
+                passed += 1
+            else:
+                failed += 1
+                problems.append(f"FAIL compile-fail {name}: {status}")
+    errors = out / "errors"
+    if errors.exists():
+        for line in errors.read_text().splitlines():
+            failed += 1
+            problems.append(f"FAIL guest: {line}")
+    if not (out / "done").exists():
+        failed += 1
+        problems.append("FAIL guest: the VM run did not finish (timeout, hang or crash)")
+    dmesg = out / "dmesg"
+    if dmesg.exists():
+        lines = dmesg.read_text(errors="replace").splitlines()
+        end = -1
+        for i, line in enumerate(lines):
+            # One splat prints several markers ("cut here", "WARNING: CPU:", ...): count it once.
+            if i > end and SPLAT_RE.search(line):
+                end = i + 25
+                failed += 1
+                problems.append("FAIL dmesg splat:\n    " + "\n    ".join(lines[i:i + 25]))
+    elif (out / "done").exists():
+        failed += 1
+        problems.append("FAIL guest: no dmesg saved")
+    for kl in sorted(out.glob("kmemleak.*")):
+        text = kl.read_text(errors="replace")
+        for rep in re.split(r"(?=^unreferenced object)", text, flags=re.M):
+            if rep.startswith("unreferenced object"):
+                failed += 1
+                problems.append(f"FAIL {kl.name}:\n    " + "\n    ".join(rep.splitlines()[:20]))
+    for p in problems:
+        print(p)
+    if passed + failed == 0:
+        print("FAIL: no test ran")
+        failed = 1
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -7,7 +7,7 @@ set -euo pipefail
 KDIR=${KDIR:-$(bash "$KRS_ROOT/scripts/setup.sh" | tail -n1)}
 export KDIR
 bash "$KRS_ROOT/scripts/kmake.sh" modules > /dev/null
-mods=$(find "$KRS_ROOT/samples" -name '*.ko' 2>/dev/null | sort)
+mods=$( { find "$KRS_ROOT/samples" -name '*.ko' 2>/dev/null || true; } | sort)
 [ -n "$mods" ] || mods=$(find "$KRS_ROOT/rust/tests" -name '*.ko' | sort)
 out=$KRS_ROOT/out/run
 rm -rf "$out"; mkdir -p "$out"

@@ -10,6 +10,12 @@ dbg=/sys/kernel/debug
 mountpoint -q $dbg || mount -t debugfs none $dbg
 dmesg -n 1                      # keep the console quiet; everything is read back from dmesg
 echo clear > $dbg/kmemleak 2>/dev/null  # forget boot-time reports: only ours count
+# failslab for tests that opt in through current->fail_nth: GFP_KERNEL allocations count too,
+# and no stack dump per injected failure. Nothing fails unless a test asks for it.
+if [ -d $dbg/failslab ]; then
+	echo N > $dbg/failslab/ignore-gfp-wait
+	echo 0 > $dbg/failslab/verbose
+fi
 echo "kthread-rs: guest up, $(nproc) CPUs, $(uname -r)" > /dev/kmsg
 
 loaded=

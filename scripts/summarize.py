@@ -49,24 +49,34 @@ def main(out):
     out = Path(out)
     passed = failed = skipped = 0
     problems = []
+    parts = {}
     for f in sorted(out.glob("ktap.*")):
+        suite = f.name.split(".", 2)[2]
+        counts = parts.setdefault(f"kunit {suite}", [0, 0, 0])
         for name, st in ktap_cases(f.read_text(errors="replace")):
             if st == "pass":
                 passed += 1
+                counts[0] += 1
             elif st == "skip":
                 skipped += 1
+                counts[2] += 1
             else:
                 failed += 1
-                problems.append(f"FAIL kunit {f.name.split('.', 2)[2]}: {name}")
+                counts[1] += 1
+                problems.append(f"FAIL kunit {suite}: {name}")
     cf = out / "compile-fail.results"
     if cf.exists():
         for line in cf.read_text().splitlines():
             status, _, name = line.partition(" ")
+            kind = "doc examples (must build)" if name.startswith("doc_") else "compile-fail"
+            counts = parts.setdefault(kind, [0, 0, 0])
             if status == "pass":
                 passed += 1
+                counts[0] += 1
             else:
                 failed += 1
-                problems.append(f"FAIL compile-fail {name}: {status}")
+                counts[1] += 1
+                problems.append(f"FAIL {kind} {name}: {status}")
     errors = out / "errors"
     if errors.exists():
         for line in errors.read_text().splitlines():
@@ -96,6 +106,8 @@ def main(out):
                 problems.append(f"FAIL {kl.name}:\n    " + "\n    ".join(rep.splitlines()[:20]))
     for p in problems:
         print(p)
+    for kind, (p, f, s) in parts.items():
+        print(f"  {kind}: {p} passed, {f} failed, {s} skipped")
     if passed + failed == 0:
         print("FAIL: no test ran")
         failed = 1

@@ -4,7 +4,7 @@
 //!
 //! This is not a crate of its own: an out-of-tree module includes it with
 //!
-//! ```ignore
+//! ```text
 //! #[path = "../../rust/kthread_rs/mod.rs"]
 //! pub mod kthread_rs;
 //! ```

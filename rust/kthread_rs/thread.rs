@@ -49,10 +49,10 @@ use kernel::{
     prelude::*,
     static_lock_class,
     str::CString,
+    sync::aref::ARef,
     sync::{Arc, Completion},
     task::{Task, MAX_SCHEDULE_TIMEOUT, TASK_INTERRUPTIBLE},
     time::{msecs_to_jiffies, Delta},
-    sync::aref::ARef,
     types::Opaque,
 };
 
@@ -137,7 +137,7 @@ impl Context<'_> {
     /// The C `kthread_freezable_should_stop()`; `was_frozen` is set when the thread was frozen.
     /// Only threads made freezable with [`NewThread::set_freezable`] are ever frozen.
     pub fn freezable_should_stop(&self, was_frozen: Option<&mut bool>) -> bool {
-        let p = was_frozen.map_or(core::ptr::null_mut(), |b| core::ptr::from_mut(b));
+        let p = was_frozen.map_or(core::ptr::null_mut(), core::ptr::from_mut);
         // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
         // `p` is null or points to a live `bool`, as the C function expects.
         unsafe { bindings::kthread_freezable_should_stop(p) }
@@ -294,6 +294,56 @@ where
     }
 }
 
+/// The body of a [`PerCpuThreads`] thread: a step loop that runs steps only on its CPU.
+///
+/// Modules cannot mark a thread per-CPU (`kthread_set_per_cpu()` is not exported), so when its
+/// CPU starts going offline the scheduler pushes the bound thread away and breaks its binding,
+/// before any hotplug teardown callback can park it. So each step runs with migration disabled
+/// (which the scheduler honours until the thread is parked), and only on the thread's CPU; a
+/// thread found elsewhere runs no step and waits for the park that the teardown sends.
+struct PerCpuSteps<S> {
+    cpu: CpuId,
+    state: S,
+    step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
+}
+
+impl<S: Send> Body for PerCpuSteps<S> {
+    type Output = S;
+    const PARKABLE: bool = true;
+    fn run(self, ctx: &Context<'_>) -> S {
+        let PerCpuSteps {
+            cpu,
+            mut state,
+            step,
+        } = self;
+        while !ctx.should_stop() {
+            if ctx.should_park() {
+                ctx.parkme();
+                continue;
+            }
+            // SAFETY: Paired with the `migrate_enable()` below, on this task; the step may
+            // sleep, which is allowed with migration disabled.
+            unsafe { bindings::migrate_disable() };
+            let home = CpuId::current() == cpu;
+            let flow = if home {
+                step(&mut state, ctx)
+            } else {
+                ControlFlow::Continue(())
+            };
+            // SAFETY: Paired with the `migrate_disable()` above.
+            unsafe { bindings::migrate_enable() };
+            if !home {
+                // Pushed off a CPU that is going offline: wait for the teardown's park (or a
+                // stop). The online callback re-binds the thread before it unparks it.
+                ctx.wait_until(|| false, None);
+            } else if flow.is_break() {
+                break;
+            }
+        }
+        state
+    }
+}
+
 /// The single allocation behind a thread: control block, body slot and result slot.
 ///
 /// # Invariants
@@ -317,26 +367,21 @@ unsafe impl<B: Body> Send for Shared<B> {}
 // SAFETY: As for `Send`: shared access never touches `body` or `result` concurrently.
 unsafe impl<B: Body> Sync for Shared<B> {}
 
-/// The part of a thread's shared state that a [`Scope`] needs, whatever the body's type.
-trait Erased: Send + Sync {
+/// The typed view of a thread's shared state that its handle needs, whatever the body's type.
+trait Core<T>: Send + Sync {
     fn control(&self) -> &Control;
-}
 
-/// The typed view of a thread's shared state that its handle needs.
-trait Core<T>: Erased {
     /// # Safety
     ///
     /// The thread has exited.
     unsafe fn take_result(&self) -> Option<T>;
 }
 
-impl<B: Body> Erased for Shared<B> {
+impl<B: Body> Core<B::Output> for Shared<B> {
     fn control(&self) -> &Control {
         &self.control
     }
-}
 
-impl<B: Body> Core<B::Output> for Shared<B> {
     unsafe fn take_result(&self) -> Option<B::Output> {
         // SAFETY: The caller guarantees that the thread has exited, so by the invariant
         // nothing else accesses `result`; handles are not used concurrently.
@@ -473,44 +518,66 @@ fn create_raw<'a, B: Body + 'a>(
     Ok((task, shared))
 }
 
-/// A handle's state: the task reference and the typed shared state.
+/// Stop the thread `task` that runs on `core`, wait for it to exit, and say how it ended.
+///
+/// # Safety
+///
+/// `task` runs `trampoline` on `core`, and no other stop of it runs concurrently.
+unsafe fn stop_thread<T>(task: &Task, core: &dyn Core<T>) -> Exit<T> {
+    // SAFETY: By the function's safety requirements.
+    unsafe { core.control().stop(task) };
+    // SAFETY: `stop` returned, so the thread has exited.
+    match unsafe { core.take_result() } {
+        Some(v) => Exit::Returned(v),
+        None => Exit::NeverRan,
+    }
+}
+
+/// Wait until the body of `task` returned by itself, then reap the thread.
+///
+/// # Safety
+///
+/// As for [`stop_thread`]; the thread has been woken.
+unsafe fn join_thread<T>(task: &Task, core: &dyn Core<T>) -> Exit<T> {
+    kernel::task::might_sleep();
+    // A woken thread runs its body unless stopped, and only its handle (our caller) stops it.
+    core.control().returned.wait_for_completion();
+    // SAFETY: By the function's safety requirements.
+    unsafe { stop_thread(task, core) }
+}
+
+fn wake_thread(control: &Control) {
+    // SAFETY: `wq` was initialised by `Control::new`.
+    unsafe { sys::wake_up(control.wq.get()) };
+}
+
+/// An owning handle's state: the task reference and the typed shared state.
 ///
 /// # Invariants
 ///
 /// `task` is the kthread running `trampoline` on `core`.
-struct Handle<'a, T> {
+struct Handle<T> {
     task: ARef<Task>,
-    core: Arc<dyn Core<T> + 'a>,
+    core: Arc<dyn Core<T>>,
 }
 
-impl<T> Handle<'_, T> {
+impl<T> Handle<T> {
     fn control(&self) -> &Control {
         self.core.control()
     }
 
     fn stop(&self) -> Exit<T> {
-        // SAFETY: By the type invariant `task` belongs to `core`; handles are not shared.
-        unsafe { self.control().stop(&self.task) };
-        // SAFETY: `stop` returned, so the thread has exited.
-        match unsafe { self.core.take_result() } {
-            Some(v) => Exit::Returned(v),
-            None => Exit::NeverRan,
-        }
+        // SAFETY: By the type invariant; a handle has one owner, so stops are not concurrent.
+        unsafe { stop_thread(&self.task, &*self.core) }
     }
 
     fn join(&self) -> Exit<T> {
-        kernel::task::might_sleep();
-        self.control().returned.wait_for_completion();
-        self.stop()
-    }
-
-    fn wake_up(&self) {
-        // SAFETY: `wq` was initialised by `Control::new`.
-        unsafe { sys::wake_up(self.control().wq.get()) };
+        // SAFETY: As in `stop`; `join` is offered on started threads only.
+        unsafe { join_thread(&self.task, &*self.core) }
     }
 }
 
-impl<T> Drop for Handle<'_, T> {
+impl<T> Drop for Handle<T> {
     fn drop(&mut self) {
         kernel::task::might_sleep();
         // Stop-before-drop: the thread exits before the `Arc` (body, result) can be freed.
@@ -530,7 +597,7 @@ pub struct Parkable;
 /// thread runs (H5). Dropping a `NewThread` stops it; its body never runs and is dropped.
 #[must_use = "a NewThread is stopped, without running its body, when it is dropped"]
 pub struct NewThread<T, P = Unparkable> {
-    handle: Handle<'static, T>,
+    handle: Handle<T>,
     _kind: PhantomData<P>,
 }
 
@@ -539,7 +606,10 @@ impl<T, P> NewThread<T, P> {
     pub fn bind(&mut self, cpu: CpuId) -> Result<&mut Self> {
         // SAFETY: `cpu_possible_mask` is a valid, static cpumask.
         let possible = unsafe {
-            bindings::cpumask_test_cpu(cpu.as_u32() as c_int, &raw mut bindings::__cpu_possible_mask)
+            bindings::cpumask_test_cpu(
+                cpu.as_u32() as c_int,
+                &raw mut bindings::__cpu_possible_mask,
+            )
         };
         if !possible {
             return Err(EINVAL);
@@ -578,11 +648,14 @@ impl<T, P> NewThread<T, P> {
     /// [`Context::wait_until`] sleeps are freezable (H19).
     pub fn set_freezable(&mut self) -> &mut Self {
         // Read by the thread after `start`'s wake-up, which orders this store before it.
-        self.handle.control().freezable.store(true, Ordering::Relaxed);
+        self.handle
+            .control()
+            .freezable
+            .store(true, Ordering::Relaxed);
         self
     }
 
-    fn wake(self) -> Handle<'static, T> {
+    fn wake(self) -> Handle<T> {
         let NewThread { handle, .. } = self;
         // SAFETY: The task is alive (the handle's reference).
         unsafe { bindings::wake_up_process(handle.task.as_ptr()) };
@@ -624,7 +697,7 @@ impl<S> NewThread<S, Parkable> {
 /// then runs until it returns: a module must not be unloaded with a leaked thread in it.
 #[must_use = "dropping a Thread stops it at once"]
 pub struct Thread<T> {
-    handle: Handle<'static, T>,
+    handle: Handle<T>,
 }
 
 impl<T> Thread<T> {
@@ -647,7 +720,7 @@ impl<T> Thread<T> {
     /// Wake the thread if it sleeps in [`Context::wait_until`], so that it re-checks its
     /// condition.
     pub fn wake_up(&self) {
-        self.handle.wake_up()
+        wake_thread(self.handle.control())
     }
 }
 
@@ -743,8 +816,9 @@ where
     new_thread(Place::Node(node), name, Once(f))
 }
 
-/// Like [`create`], with the thread bound to `cpu` and marked per-CPU, as the C
-/// `kthread_create_on_cpu()` does.
+/// Like [`create`], with the thread bound to `cpu`, as the C `kthread_create_on_cpu()` does.
+///
+/// The binding holds while `cpu` is online; see [`create_parkable_on_cpu`] for hotplug.
 pub fn create_on_cpu<F, T>(cpu: CpuId, name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
@@ -780,8 +854,11 @@ where
     new_thread(Place::Node(NUMA_NO_NODE), name, Steps(state, step))
 }
 
-/// Like [`create_parkable`], bound to `cpu` and marked per-CPU: unparking re-binds it to
-/// `cpu`, as for the kernel's own per-CPU threads.
+/// Like [`create_parkable`], bound to `cpu` (the C `kthread_create_on_cpu()`).
+///
+/// The binding holds while `cpu` is online. If `cpu` goes offline, the scheduler moves the
+/// thread to another CPU and unbinds it (modules cannot mark threads per-CPU as the kernel's
+/// own are); use [`PerCpuThreads`] for threads that must follow CPU hotplug.
 pub fn create_parkable_on_cpu<S, F>(
     cpu: CpuId,
     name: fmt::Arguments<'_>,
@@ -796,7 +873,11 @@ where
 }
 
 /// Create and start a parkable thread; see [`create_parkable`].
-pub fn spawn_parkable<S, F>(name: fmt::Arguments<'_>, state: S, step: F) -> Result<ParkableThread<S>>
+pub fn spawn_parkable<S, F>(
+    name: fmt::Arguments<'_>,
+    state: S,
+    step: F,
+) -> Result<ParkableThread<S>>
 where
     S: Send + 'static,
     F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
@@ -868,17 +949,27 @@ impl ScopeEntry {
 }
 
 /// A thread spawned in a [`Scope`]: like [`Thread`], but its body may borrow from the scope's
-/// environment. Whether or not it is stopped, dropped or even forgotten, the thread has exited
-/// when [`scope`] returns (H8).
+/// environment. Whether it is stopped, dropped or even forgotten, the thread has exited when
+/// [`scope`] returns (H8); the handle only borrows from the scope, which owns the thread, so
+/// forgetting the handle leaks nothing either.
+///
+/// # Invariants
+///
+/// `task` runs `trampoline` on `core`; both are owned by the scope's entry for this thread.
 #[must_use = "dropping a ScopedThread stops it at once"]
 pub struct ScopedThread<'scope, T> {
-    handle: Handle<'scope, T>,
+    task: &'scope Task,
+    core: &'scope (dyn Core<T> + 'scope),
     _not_send: PhantomData<*mut ()>,
 }
 
 impl<'scope, 'env> Scope<'scope, 'env> {
     /// Create and start a thread that may borrow anything that outlives the scope.
-    pub fn spawn<F, T>(&'scope self, name: fmt::Arguments<'_>, f: F) -> Result<ScopedThread<'scope, T>>
+    pub fn spawn<F, T>(
+        &'scope self,
+        name: fmt::Arguments<'_>,
+        f: F,
+    ) -> Result<ScopedThread<'scope, T>>
     where
         F: FnOnce(&Context<'_>) -> T + Send + 'scope,
         T: Send + 'scope,
@@ -889,51 +980,67 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         // Make room first: once the thread exists, recording it must not fail.
         threads.reserve(1, GFP_KERNEL)?;
         let (task, shared) = create_raw(Place::Node(NUMA_NO_NODE), name, Once(f))?;
+        let shared = Arc::into_raw(shared);
+        let task_ptr: *const Task = &*task;
+        // SAFETY: The entry made below keeps the `Arc` and the task reference until the end
+        // of `scope`, after `'scope`; the task_struct and the `Shared` do not move.
+        let (task_ref, core): (&'scope Task, &'scope Shared<Once<F>>) =
+            unsafe { (&*task_ptr, &*shared) };
         // INVARIANT: `shared` is the `Shared<Once<F>>` run by `task`.
         let entry = ScopeEntry {
-            task: task.clone(),
-            control: &shared.control,
-            shared: Arc::into_raw(shared.clone()).cast(),
+            task,
+            control: &core.control,
+            shared: shared.cast(),
             release: release::<Once<F>>,
         };
-        // INVARIANT: `task` runs `trampoline` on `shared`.
-        let thread = ScopedThread {
-            handle: Handle { task, core: shared },
-            _not_send: PhantomData,
-        };
-        if let Err(e) = threads.push_within_capacity(entry) {
-            // Cannot happen after `reserve`. Dropping `thread` stops the thread.
+        // Cannot fail after `reserve`; if it did, `finish` would stop the thread.
+        threads.push_within_capacity(entry).map_err(|e| {
             e.0.finish();
-            return Err(ENOMEM);
-        }
-        // INVARIANT: The thread is recorded in `threads` before it is woken.
-        // SAFETY: The task is alive (the handle's reference) and not yet woken.
-        unsafe { bindings::wake_up_process(thread.handle.task.as_ptr()) };
-        Ok(thread)
+            ENOMEM
+        })?;
+        // SAFETY: The task is alive (the entry's reference) and not yet woken.
+        unsafe { bindings::wake_up_process(task_ref.as_ptr()) };
+        // INVARIANT: `task_ref` runs `trampoline` on `core`, both owned by the entry.
+        Ok(ScopedThread {
+            task: task_ref,
+            core,
+            _not_send: PhantomData,
+        })
     }
 }
 
 impl<T> ScopedThread<'_, T> {
     /// Ask the thread to stop and wait for it; see [`Thread::stop`].
     pub fn stop(self) -> Exit<T> {
-        self.handle.stop()
+        // SAFETY: By the type invariant. The handle and the scope live on one task (the
+        // handle is `!Send`), so stops are not concurrent.
+        unsafe { stop_thread(self.task, self.core) }
     }
 
     /// Wait until the body returns by itself; see [`Thread::join`].
     pub fn join(self) -> Exit<T> {
-        self.handle.join()
+        // SAFETY: As in `stop`; scoped threads are woken by `Scope::spawn`.
+        unsafe { join_thread(self.task, self.core) }
     }
 
     /// Wake the thread if it sleeps in [`Context::wait_until`].
     pub fn wake_up(&self) {
-        self.handle.wake_up()
+        wake_thread(self.core.control())
+    }
+}
+
+impl<T> Drop for ScopedThread<'_, T> {
+    fn drop(&mut self) {
+        kernel::task::might_sleep();
+        // SAFETY: As in `stop`.
+        unsafe { self.core.control().stop(self.task) };
     }
 }
 
 impl<T> Deref for ScopedThread<'_, T> {
     type Target = Task;
     fn deref(&self) -> &Task {
-        &self.handle.task
+        self.task
     }
 }
 
@@ -946,6 +1053,7 @@ impl<T> Deref for ScopedThread<'_, T> {
 /// # Examples
 ///
 /// ```ignore
+/// # use kthread_rs::thread;
 /// let mut hits = [0u32; 4];
 /// thread::scope(|s| -> Result {
 ///     for (i, h) in hits.iter_mut().enumerate() {
@@ -972,4 +1080,211 @@ where
         entry.finish();
     }
     r
+}
+
+/// One parkable thread per online CPU, bound to it, following CPU hotplug: the thread of a CPU
+/// that goes offline is parked, and unparked (and re-bound) when the CPU comes back; a CPU
+/// that comes online for the first time gets its thread then. Dropping the set stops all of
+/// them. This is what the C `smpboot_register_percpu_thread()` does for the kernel's own
+/// per-CPU threads, built here on the exported multi-instance CPU hotplug states.
+///
+/// Each thread runs a step loop, as [`create_parkable`] does, with its state made by `init` for
+/// its CPU. A step runs only on the thread's CPU, with migration disabled (it may sleep): a
+/// CPU's data can be used in a step without further care about hotplug.
+///
+/// # Examples
+///
+/// ```ignore
+/// use core::ops::ControlFlow;
+/// use kthread_rs::thread::PerCpuThreads;
+///
+/// // Count, per CPU, how often the thread ran a step.
+/// let set = PerCpuThreads::new(c"mydrv", |_cpu| 0u64, |n, ctx| {
+///     *n += 1;
+///     ctx.sleep(kernel::time::Delta::from_millis(100));
+///     ControlFlow::Continue(())
+/// })?;
+/// drop(set); // stops every thread
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// # Invariants
+///
+/// - `state` is the dynamic, multi-instance CPU hotplug state set up for this set, and `node`
+///   is an instance of it exactly when `added` is true.
+/// - `threads` has `nr_cpu_ids` slots; slot `cpu` holds the thread bound to `cpu`, once made.
+#[pin_data(PinnedDrop)]
+pub struct PerCpuThreads<S: Send + 'static> {
+    #[pin]
+    node: Opaque<bindings::hlist_node>,
+    state: bindings::cpuhp_state,
+    added: bool,
+    name: &'static str,
+    #[pin]
+    threads: kernel::sync::Mutex<KVec<Option<ParkableThread<S>>>>,
+    init: KBox<dyn Fn(CpuId) -> S + Send + Sync>,
+    step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
+}
+
+// SAFETY: `node` is only touched by the CPU hotplug core, under its own locks; everything else
+// is `Send`, or behind the mutex.
+unsafe impl<S: Send + 'static> Send for PerCpuThreads<S> {}
+// SAFETY: Shared access only locks the mutex or reads fields that never change.
+unsafe impl<S: Send + 'static> Sync for PerCpuThreads<S> {}
+
+impl<S: Send + 'static> PerCpuThreads<S> {
+    /// Start one thread per online CPU, named `"<name>/<cpu>"`, and follow CPU hotplug.
+    ///
+    /// `name` also names the CPU hotplug state (see `/sys/devices/system/cpu/hotplug/states`).
+    pub fn new(
+        name: &'static CStr,
+        init: impl Fn(CpuId) -> S + Send + Sync + 'static,
+        step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
+    ) -> Result<Pin<KBox<Self>>> {
+        let name_str = name.to_str().map_err(|_| EINVAL)?;
+        let init: KBox<dyn Fn(CpuId) -> S + Send + Sync> = KBox::new(init, GFP_KERNEL)?;
+        let mut slots = KVec::with_capacity(kernel::cpu::nr_cpu_ids() as usize, GFP_KERNEL)?;
+        for _ in 0..kernel::cpu::nr_cpu_ids() {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        // SAFETY: `cpuhp_setup_state_multi()`: the multi-instance callbacks are passed as the
+        // single-instance type, exactly as that C macro casts them; with `multi_instance` set,
+        // the hotplug core calls them through the `multi` member, with the instance's node.
+        // `name` is `'static`, as the state keeps it.
+        let state = unsafe {
+            bindings::__cpuhp_setup_state(
+                bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
+                name.as_char_ptr(),
+                false,
+                Some(core::mem::transmute::<
+                    unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
+                    unsafe extern "C" fn(c_uint) -> c_int,
+                >(Self::startup)),
+                Some(core::mem::transmute::<
+                    unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
+                    unsafe extern "C" fn(c_uint) -> c_int,
+                >(Self::teardown)),
+                true,
+            )
+        };
+        // A dynamic state is returned as a positive number, an error as a negative one.
+        let state = bindings::cpuhp_state::try_from(state).map_err(|_| Error::from_errno(state))?;
+        let mut set = KBox::pin_init(
+            pin_init!(Self {
+                node: Opaque::uninit(),
+                state,
+                added: false,
+                name: name_str,
+                threads <- kernel::new_mutex!(slots),
+                init,
+                step,
+            }),
+            GFP_KERNEL,
+        )
+        .inspect_err(|_| {
+            // SAFETY: `state` was set up above and has no instance.
+            unsafe { bindings::__cpuhp_remove_state(state, false) };
+        })?;
+        // Dropping `set` on error stops the threads made so far and removes the state.
+        // SAFETY: `node` is pinned in `set` and not an instance yet. Adding it calls `startup`
+        // on every online CPU (under the hotplug lock); on error the core has rolled back.
+        to_result(unsafe { bindings::__cpuhp_state_add_instance(state, set.node.get(), true) })?;
+        // INVARIANT: `node` is now an instance of `state`.
+        *set.as_mut().project().added = true;
+        Ok(set)
+    }
+
+    /// Is the thread of `cpu` parked because `cpu` is offline? `None` if `cpu` has no thread.
+    pub fn is_parked(&self, cpu: CpuId) -> Option<bool> {
+        self.threads.lock()[cpu.as_u32() as usize]
+            .as_ref()
+            .map(|t| t.is_parked())
+    }
+
+    /// Wake the thread of `cpu` if it sleeps in [`Context::wait_until`].
+    pub fn wake_up(&self, cpu: CpuId) {
+        if let Some(t) = &self.threads.lock()[cpu.as_u32() as usize] {
+            t.wake_up();
+        }
+    }
+
+    /// The set behind a hotplug callback's node.
+    ///
+    /// # Safety
+    ///
+    /// `node` is the `node` of a live `PerCpuThreads<S>`.
+    unsafe fn from_node<'a>(node: *mut bindings::hlist_node) -> &'a Self {
+        // SAFETY: By the safety requirement; `Opaque<hlist_node>` is transparent.
+        unsafe { &*kernel::container_of!(node.cast::<Opaque<bindings::hlist_node>>(), Self, node) }
+    }
+
+    /// CPU hotplug "online" callback: make and start the CPU's thread, or unpark it.
+    ///
+    /// # Safety
+    ///
+    /// Called by the hotplug core with a node of an instance, so a live set (invariant).
+    unsafe extern "C" fn startup(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: By the function's safety requirement.
+        let this = unsafe { Self::from_node(node) };
+        let Some(id) = CpuId::from_u32(cpu) else {
+            return EINVAL.to_errno();
+        };
+        let mut threads = this.threads.lock();
+        let slot = &mut threads[cpu as usize];
+        let r = match slot {
+            Some(t) => bind_parked(t, id).map(|()| t.unpark()),
+            None => {
+                let body = PerCpuSteps {
+                    cpu: id,
+                    state: (this.init)(id),
+                    step: this.step,
+                };
+                new_thread::<_, Parkable>(Place::Cpu(id), fmt!("{}/{}", this.name, cpu), body)
+                    .map(|t| *slot = Some(t.start()))
+            }
+        };
+        match r {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// CPU hotplug "offline" callback: park the CPU's thread.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::startup`].
+    unsafe extern "C" fn teardown(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
+        // SAFETY: By the function's safety requirement.
+        let this = unsafe { Self::from_node(node) };
+        if let Some(Some(t)) = this.threads.lock().get_mut(cpu as usize) {
+            // Parking a thread that is already parked is a no-op error here, not a WARN.
+            let _ = t.park();
+        }
+        0
+    }
+}
+
+/// Re-bind the parked thread `t` to `cpu`, which has just come (back) online.
+fn bind_parked<S>(t: &ParkableThread<S>, cpu: CpuId) -> Result {
+    let mut mask = kernel::cpumask::CpumaskVar::new_zero(GFP_KERNEL)?;
+    mask.set(cpu);
+    // SAFETY: The task is alive (the handle's reference); `mask` is a valid cpumask. Kernel
+    // threads may be bound to any online CPU this way, even with PF_NO_SETAFFINITY set.
+    to_result(unsafe { bindings::set_cpus_allowed_ptr(t.as_ptr(), mask.as_raw()) })
+}
+
+#[pinned_drop]
+impl<S: Send + 'static> PinnedDrop for PerCpuThreads<S> {
+    fn drop(self: Pin<&mut Self>) {
+        if self.added {
+            // SAFETY: By the type invariant `node` is an instance of `state`. Not invoking the
+            // teardown callbacks: the threads are stopped below, parked or not.
+            unsafe { bindings::__cpuhp_state_remove_instance(self.state, self.node.get(), false) };
+        }
+        // SAFETY: `state` was set up by `new` and has no instance left.
+        unsafe { bindings::__cpuhp_remove_state(self.state, false) };
+        // No callback can run now: stop every thread (dropping a handle stops it).
+        self.threads.lock().clear();
+    }
 }

@@ -47,6 +47,10 @@ mod tests {
 
     /// The C thread function: record that it ran, report, then wait to be stopped and return
     /// 42, the value `kthread_stop()` hands back.
+    ///
+    /// # Safety
+    ///
+    /// `data` points to a `Report` that outlives the thread.
     unsafe extern "C" fn threadfn(data: *mut c_void) -> c_int {
         // SAFETY: `data` is the `Report` of the test, which stops this thread before it drops
         // the `Arc`.

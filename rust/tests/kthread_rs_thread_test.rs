@@ -1,0 +1,816 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of `kthread_rs::thread`: every public function and state transition, with real
+//! threads on the test kernel (lockdep, KASAN, kmemleak and DEBUG_ATOMIC_SLEEP on).
+//!
+//! Each hazard of the project's hazard table that concerns threads (H1-H8, H19) is named in the
+//! doc comment of the case that shows it handled at run time; the compile-time rows are in
+//! `rust/tests/compile_fail/`.
+
+use kernel::prelude::*;
+
+#[path = "../kthread_rs/mod.rs"]
+pub mod kthread_rs;
+
+module! {
+    type: ThreadTest,
+    name: "kthread_rs_thread_test",
+    authors: ["kthread-rs developers"],
+    description: "kthread-rs: KUnit tests of the safe kthread API",
+    license: "GPL",
+}
+
+struct ThreadTest;
+
+impl kernel::Module for ThreadTest {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(ThreadTest)
+    }
+}
+
+#[kunit_tests(kthread_rs_thread)]
+mod tests {
+    use super::kthread_rs::thread::{self, Exit, Wake, NUMA_NO_NODE};
+    use core::{
+        ops::ControlFlow,
+        sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst},
+    };
+    use kernel::{
+        bindings,
+        cpu::{nr_cpu_ids, CpuId},
+        prelude::*,
+        sync::Arc,
+        task::Task,
+        time::{delay::fsleep, Delta, Instant, Monotonic},
+    };
+
+    fn ms(n: i64) -> Delta {
+        Delta::from_millis(n)
+    }
+
+    /// Counts its drops: owned by a closure, it tells whether the closure was freed.
+    struct DropCount(Arc<AtomicUsize>);
+
+    impl Drop for DropCount {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn counter() -> Result<Arc<AtomicUsize>> {
+        Ok(Arc::new(AtomicUsize::new(0), GFP_KERNEL)?)
+    }
+
+    fn flag() -> Result<Arc<AtomicBool>> {
+        Ok(Arc::new(AtomicBool::new(false), GFP_KERNEL)?)
+    }
+
+    /// The task's comm, up to its NUL.
+    fn comm(task: &Task) -> KVec<u8> {
+        // SAFETY: `task` is alive (borrowed); its comm is a NUL-terminated array that is only
+        // written at creation here.
+        let raw = unsafe { (*task.as_ptr()).comm };
+        let mut v = KVec::new();
+        for &c in raw.iter().take_while(|&&c| c != 0) {
+            // A 16-byte comm never fails to fit in the first allocation.
+            let _ = v.push(c, GFP_KERNEL);
+        }
+        v
+    }
+
+    fn cpu_online(cpu: u32) -> bool {
+        // SAFETY: `cpu_online_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
+        cpu < nr_cpu_ids()
+            && unsafe {
+                bindings::cpumask_test_cpu(cpu as c_int, &raw mut bindings::__cpu_online_mask)
+            }
+    }
+
+    fn current_cpu() -> u32 {
+        CpuId::current().as_u32()
+    }
+
+    /// Poll `cond` every millisecond for up to 10 s; tells whether it became true.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..10_000 {
+            if cond() {
+                return true;
+            }
+            fsleep(ms(1));
+        }
+        cond()
+    }
+
+    /// `spawn` runs the body, and `join` returns its value once it returned by itself.
+    #[test]
+    fn spawn_join_returns_value() -> Result {
+        let t = thread::spawn(fmt!("krs-join"), |_ctx| 6 * 7)?;
+        assert_eq!(t.join(), Exit::Returned(42));
+        Ok(())
+    }
+
+    /// `join` waits for the body to return by itself and never asks it to stop.
+    #[test]
+    fn join_does_not_request_stop() -> Result {
+        let t = thread::spawn(fmt!("krs-join2"), |ctx| {
+            fsleep(ms(30));
+            ctx.should_stop()
+        })?;
+        assert_eq!(t.join(), Exit::Returned(false));
+        Ok(())
+    }
+
+    /// `stop` asks the body to stop and returns what it returned then.
+    #[test]
+    fn stop_returns_value() -> Result {
+        let ran = flag()?;
+        let r = ran.clone();
+        let t = thread::spawn(fmt!("krs-stop"), move |ctx| {
+            r.store(true, SeqCst);
+            let mut loops = 0u32;
+            while !ctx.should_stop() {
+                loops += 1;
+                fsleep(ms(1));
+            }
+            loops
+        })?;
+        assert!(eventually(|| ran.load(SeqCst)));
+        assert!(matches!(t.stop(), Exit::Returned(_)));
+        Ok(())
+    }
+
+    /// H1: stopping a thread whose body returned long ago is safe: the handle holds its own
+    /// task reference from before the first wake-up (KASAN would report a use-after-free).
+    #[test]
+    fn stop_after_body_returned() -> Result {
+        let done = flag()?;
+        let d = done.clone();
+        let t = thread::spawn(fmt!("krs-early"), move |_ctx| {
+            d.store(true, SeqCst);
+            7u8
+        })?;
+        assert!(eventually(|| done.load(SeqCst)));
+        // Let the thread go all the way through do_exit() before stopping it.
+        fsleep(ms(50));
+        assert_eq!(t.stop(), Exit::Returned(7));
+        Ok(())
+    }
+
+    /// H2: a created thread that is dropped before `start` never runs its body, and the
+    /// closure (with everything it owns) is freed exactly once.
+    #[test]
+    fn drop_before_start_frees_closure() -> Result {
+        let drops = counter()?;
+        let ran = flag()?;
+        let (g, r) = (DropCount(drops.clone()), ran.clone());
+        let t = thread::create(fmt!("krs-never"), move |_ctx| {
+            let _g = g;
+            r.store(true, SeqCst);
+        })?;
+        drop(t);
+        assert!(!ran.load(SeqCst));
+        assert_eq!(drops.load(SeqCst), 1);
+        Ok(())
+    }
+
+    /// H2: stop right after start either finds the body returned (its value) or finds that it
+    /// never ran (`NeverRan`, closure freed once). Never both, never a leak, never confused
+    /// with a body that returns an error of its own.
+    #[test]
+    fn stop_right_after_start() -> Result {
+        let drops = counter()?;
+        let (mut returned, mut never) = (0u32, 0u32);
+        for i in 0..40u32 {
+            let g = DropCount(drops.clone());
+            let t = thread::spawn(fmt!("krs-race/{i}"), move |_ctx| {
+                let _g = g;
+                Err::<u32, Error>(EINTR)
+            })?;
+            match t.stop() {
+                Exit::Returned(r) => {
+                    assert_eq!(r, Err(EINTR));
+                    returned += 1;
+                }
+                Exit::NeverRan => never += 1,
+            }
+        }
+        assert_eq!(returned + never, 40);
+        assert_eq!(drops.load(SeqCst), 40);
+        Ok(())
+    }
+
+    /// A body may return `Result`; its error comes back as the body's value.
+    #[test]
+    fn body_returns_result() -> Result {
+        let t = thread::spawn(fmt!("krs-err"), |_ctx| -> Result<u32> { Err(EINVAL) })?;
+        assert_eq!(t.join(), Exit::Returned(Err(EINVAL)));
+        Ok(())
+    }
+
+    /// Dropping the handle stops the thread and waits until the body has returned.
+    #[test]
+    fn drop_stops_and_waits() -> Result {
+        let (running, left) = (flag()?, flag()?);
+        let (r, l) = (running.clone(), left.clone());
+        let t = thread::spawn(fmt!("krs-drop"), move |ctx| {
+            r.store(true, SeqCst);
+            while !ctx.should_stop() {
+                fsleep(ms(1));
+            }
+            fsleep(ms(20));
+            l.store(true, SeqCst);
+        })?;
+        // Stopped before it runs, the body would never run (H2): let it start first.
+        assert!(eventually(|| running.load(SeqCst)));
+        drop(t);
+        assert!(left.load(SeqCst));
+        Ok(())
+    }
+
+    /// The name is formatted by Rust and shows in the task's comm.
+    #[test]
+    fn name_is_comm() -> Result {
+        let t = thread::spawn(fmt!("krs-name/{}", 7), |ctx| {
+            while !ctx.should_stop() {
+                fsleep(ms(1));
+            }
+        })?;
+        assert_eq!(&comm(&t)[..], b"krs-name/7");
+        let _ = t.stop();
+        Ok(())
+    }
+
+    /// A '%' in the name is printed as is: the name is never used as a C format.
+    #[test]
+    fn percent_in_name_is_not_a_format() -> Result {
+        let t = thread::create(fmt!("krs%s%d%n"), |_ctx| ())?;
+        assert_eq!(&comm(&t)[..], b"krs%s%d%n");
+        let cpu = CpuId::from_u32(0).ok_or(EINVAL)?;
+        let u = thread::create_on_cpu(cpu, fmt!("krs%u%s"), |_ctx| ())?;
+        assert_eq!(&comm(&u)[..], b"krs%u%s");
+        Ok(())
+    }
+
+    /// A name longer than the comm keeps its first 15 bytes there.
+    #[test]
+    fn long_name_truncated_in_comm() -> Result {
+        let t = thread::create(fmt!("krs-a-very-long-thread-name"), |_ctx| ())?;
+        assert_eq!(&comm(&t)[..], b"krs-a-very-long");
+        Ok(())
+    }
+
+    /// The handle dereferences to the thread's `Task`: same pid as inside the body.
+    #[test]
+    fn handle_derefs_to_task() -> Result {
+        let t = thread::spawn(fmt!("krs-pid"), |_ctx| kernel::current!().pid())?;
+        let pid = t.pid();
+        assert!(pid > 0);
+        assert_eq!(t.join(), Exit::Returned(pid));
+        Ok(())
+    }
+
+    /// H5: `bind` (only on a not-yet-started thread) puts the body on that CPU, checked from
+    /// inside the body, for every online CPU.
+    #[test]
+    fn bind_runs_on_cpu() -> Result {
+        for cpu in 0..nr_cpu_ids() {
+            if !cpu_online(cpu) {
+                continue;
+            }
+            let mut t = thread::create(fmt!("krs-bind/{cpu}"), |_ctx| current_cpu())?;
+            t.bind(CpuId::from_u32(cpu).ok_or(EINVAL)?)?;
+            assert_eq!(t.start().join(), Exit::Returned(cpu));
+        }
+        Ok(())
+    }
+
+    /// H5: a CPU id at or past `nr_cpu_ids` cannot even be made: `bind` never sees one.
+    #[test]
+    fn impossible_cpu_is_unrepresentable() {
+        assert!(CpuId::from_u32(nr_cpu_ids()).is_none());
+        assert!(CpuId::from_i32(-1).is_none());
+    }
+
+    /// `create_on_cpu` binds the thread to the CPU, as `kthread_create_on_cpu()` does.
+    #[test]
+    fn create_on_cpu_runs_there() -> Result {
+        let last = (0..nr_cpu_ids())
+            .rev()
+            .find(|&c| cpu_online(c))
+            .ok_or(EINVAL)?;
+        let cpu = CpuId::from_u32(last).ok_or(EINVAL)?;
+        let t = thread::create_on_cpu(cpu, fmt!("krs-oncpu"), |_ctx| current_cpu())?;
+        assert_eq!(t.start().join(), Exit::Returned(last));
+        Ok(())
+    }
+
+    /// `create_on_node` accepts any node and node 0; it refuses nodes that cannot exist.
+    #[test]
+    fn create_on_node_checks_node() -> Result {
+        let a = thread::create_on_node(NUMA_NO_NODE, fmt!("krs-node"), |_ctx| 1)?;
+        assert_eq!(a.start().join(), Exit::Returned(1));
+        let b = thread::create_on_node(0, fmt!("krs-node0"), |_ctx| 2)?;
+        assert_eq!(b.start().join(), Exit::Returned(2));
+        assert!(thread::create_on_node(-5, fmt!("krs-bad"), |_ctx| 3).is_err());
+        assert!(thread::create_on_node(1 << 20, fmt!("krs-bad"), |_ctx| 3).is_err());
+        Ok(())
+    }
+
+    /// `set_nice` sets the nice value seen by the body; out-of-range values are refused.
+    #[test]
+    fn set_nice_applies() -> Result {
+        let mut t = thread::create(fmt!("krs-nice"), |_ctx| {
+            // SAFETY: `current` is alive; `static_prio` is read-mostly.
+            unsafe { (*Task::current_raw()).static_prio }
+        })?;
+        assert_eq!(t.set_nice(20).err(), Some(EINVAL));
+        assert_eq!(t.set_nice(-21).err(), Some(EINVAL));
+        t.set_nice(10)?;
+        // DEFAULT_PRIO (120) + nice.
+        assert_eq!(t.start().join(), Exit::Returned(130));
+        Ok(())
+    }
+
+    /// `set_fifo` and `set_fifo_low` put the thread under SCHED_FIFO at the kernel's default
+    /// (MAX_RT_PRIO / 2) and lowest (1) RT priorities.
+    #[test]
+    fn set_fifo_applies() -> Result {
+        let body = |_ctx: &thread::Context<'_>| {
+            // SAFETY: `current` is alive; `policy` and `rt_priority` are set before wake-up.
+            unsafe {
+                (
+                    (*Task::current_raw()).policy,
+                    (*Task::current_raw()).rt_priority,
+                )
+            }
+        };
+        let mut t = thread::create(fmt!("krs-fifo"), body)?;
+        t.set_fifo();
+        assert_eq!(
+            t.start().join(),
+            Exit::Returned((bindings::SCHED_FIFO, bindings::MAX_RT_PRIO / 2))
+        );
+        let mut t = thread::create(fmt!("krs-fifo-low"), body)?;
+        t.set_fifo_low();
+        assert_eq!(t.start().join(), Exit::Returned((bindings::SCHED_FIFO, 1)));
+        Ok(())
+    }
+
+    /// H19: kthreads are not freezable by default; `set_freezable` makes this one freezable
+    /// (PF_NOFREEZE cleared before the body runs).
+    #[test]
+    fn set_freezable_clears_nofreeze() -> Result {
+        let body = |_ctx: &thread::Context<'_>| {
+            // SAFETY: `current` is alive; reading its own flags.
+            unsafe { (*Task::current_raw()).flags & bindings::PF_NOFREEZE != 0 }
+        };
+        let t = thread::spawn(fmt!("krs-nofrz"), body)?;
+        assert_eq!(t.join(), Exit::Returned(true));
+        let mut t = thread::create(fmt!("krs-frz"), body)?;
+        t.set_freezable();
+        assert_eq!(t.start().join(), Exit::Returned(false));
+        Ok(())
+    }
+
+    /// H19: `freezable_should_stop` returns false while running and true once stopped.
+    #[test]
+    fn freezable_should_stop_sees_stop() -> Result {
+        let mut t = thread::create(fmt!("krs-frzstop"), |ctx| {
+            let mut was_frozen = false;
+            let mut polls = 0u32;
+            while !ctx.freezable_should_stop(Some(&mut was_frozen)) {
+                polls += 1;
+                fsleep(ms(1));
+            }
+            (polls > 0, was_frozen)
+        })?;
+        t.set_freezable();
+        let t = t.start();
+        fsleep(ms(20));
+        assert_eq!(t.stop(), Exit::Returned((true, false)));
+        Ok(())
+    }
+
+    /// `wait_until` returns `Condition` once the condition is made true and the thread woken.
+    #[test]
+    fn wait_until_condition() -> Result {
+        let go = flag()?;
+        let g = go.clone();
+        let t = thread::spawn(fmt!("krs-cond"), move |ctx| {
+            ctx.wait_until(|| g.load(SeqCst), None)
+        })?;
+        fsleep(ms(20));
+        go.store(true, SeqCst);
+        t.wake_up();
+        assert_eq!(t.join(), Exit::Returned(Wake::Condition));
+        Ok(())
+    }
+
+    /// `wait_until` with a timeout returns `Timeout`, not before the timeout.
+    #[test]
+    fn wait_until_timeout() -> Result {
+        let t = thread::spawn(fmt!("krs-tmo"), |ctx| {
+            let start = Instant::<Monotonic>::now();
+            let why = ctx.wait_until(|| false, Some(ms(30)));
+            (why, start.elapsed().as_millis() >= 30)
+        })?;
+        assert_eq!(t.join(), Exit::Returned((Wake::Timeout, true)));
+        Ok(())
+    }
+
+    /// H6: a sleeping body wakes for a stop: `stop` does not wait out its 60 s sleep.
+    #[test]
+    fn sleep_wakes_on_stop() -> Result {
+        let asleep = flag()?;
+        let a = asleep.clone();
+        let t = thread::spawn(fmt!("krs-sleep"), move |ctx| {
+            a.store(true, SeqCst);
+            ctx.sleep(Delta::from_secs(60))
+        })?;
+        assert!(eventually(|| asleep.load(SeqCst)));
+        fsleep(ms(10));
+        assert_eq!(t.stop(), Exit::Returned(Wake::Stop));
+        Ok(())
+    }
+
+    /// A plain thread is never asked to park.
+    #[test]
+    fn plain_thread_never_parks() -> Result {
+        let t = thread::spawn(fmt!("krs-nopark"), |ctx| {
+            fsleep(ms(5));
+            ctx.should_park()
+        })?;
+        assert_eq!(t.join(), Exit::Returned(false));
+        Ok(())
+    }
+
+    /// A step-loop thread that counts its steps; `seen` mirrors the count for the test.
+    fn counting(seen: Arc<AtomicU32>) -> Result<thread::ParkableThread<u32>> {
+        thread::spawn_parkable(fmt!("krs-park"), 0u32, move |n, ctx| {
+            *n += 1;
+            seen.store(*n, SeqCst);
+            ctx.sleep(ms(1));
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// H4: park really parks: the step loop stops making progress while parked and resumes
+    /// after unpark.
+    #[test]
+    fn park_stops_progress_unpark_resumes() -> Result {
+        let seen = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let mut t = counting(seen.clone())?;
+        assert!(eventually(|| seen.load(SeqCst) > 3));
+        t.park()?;
+        assert!(t.is_parked());
+        let parked_at = seen.load(SeqCst);
+        fsleep(ms(50));
+        assert_eq!(seen.load(SeqCst), parked_at);
+        t.unpark();
+        assert!(!t.is_parked());
+        assert!(eventually(|| seen.load(SeqCst) > parked_at + 3));
+        assert!(matches!(t.stop(), Exit::Returned(n) if n > parked_at));
+        Ok(())
+    }
+
+    /// H4: a second park is a clear `EBUSY`, not the C WARN; the thread stays parked.
+    #[test]
+    fn double_park_is_ebusy() -> Result {
+        let seen = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let mut t = counting(seen)?;
+        t.park()?;
+        assert_eq!(t.park().err(), Some(EBUSY));
+        assert!(t.is_parked());
+        t.unpark();
+        t.park()?;
+        t.unpark();
+        Ok(())
+    }
+
+    /// Unpark of a thread that is not parked does nothing.
+    #[test]
+    fn unpark_without_park_is_noop() -> Result {
+        let seen = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let mut t = counting(seen.clone())?;
+        t.unpark();
+        assert!(!t.is_parked());
+        assert!(eventually(|| seen.load(SeqCst) > 2));
+        Ok(())
+    }
+
+    /// H4: stopping a parked thread works (kthread_stop unparks it) and returns its state.
+    #[test]
+    fn stop_parked_thread() -> Result {
+        let seen = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let mut t = counting(seen.clone())?;
+        assert!(eventually(|| seen.load(SeqCst) > 0));
+        t.park()?;
+        let at = seen.load(SeqCst);
+        assert_eq!(t.stop(), Exit::Returned(at));
+        Ok(())
+    }
+
+    /// H4: after the step loop ends by itself, the thread idles until stopped, so that a park
+    /// never meets an exiting thread (the C WARN and -ENOSYS).
+    #[test]
+    fn park_after_loop_finished() -> Result {
+        let mut t = thread::spawn_parkable(fmt!("krs-brk"), 0u32, |n, _ctx| {
+            *n += 1;
+            if *n == 5 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        fsleep(ms(30));
+        t.park()?;
+        t.unpark();
+        t.park()?;
+        assert_eq!(t.stop(), Exit::Returned(5));
+        Ok(())
+    }
+
+    /// A parkable thread dropped before start never runs a step; its state is freed.
+    #[test]
+    fn parkable_drop_before_start() -> Result {
+        let drops = counter()?;
+        let t =
+            thread::create_parkable(fmt!("krs-pnever"), DropCount(drops.clone()), |_s, _ctx| {
+                ControlFlow::Break(())
+            })?;
+        drop(t);
+        assert_eq!(drops.load(SeqCst), 1);
+        Ok(())
+    }
+
+    /// A per-CPU parkable thread stays on its CPU across park and unpark (unpark re-binds).
+    #[test]
+    fn parkable_on_cpu_stays_bound() -> Result {
+        let last = (0..nr_cpu_ids())
+            .rev()
+            .find(|&c| cpu_online(c))
+            .ok_or(EINVAL)?;
+        let cpu = CpuId::from_u32(last).ok_or(EINVAL)?;
+        let wrong = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let steps = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let (w, s) = (wrong.clone(), steps.clone());
+        let mut t =
+            thread::create_parkable_on_cpu(cpu, fmt!("krs-pcpu/{last}"), (), move |(), ctx| {
+                if current_cpu() != last {
+                    w.fetch_add(1, SeqCst);
+                }
+                s.fetch_add(1, SeqCst);
+                ctx.sleep(ms(1));
+                ControlFlow::Continue(())
+            })?
+            .start();
+        assert!(eventually(|| steps.load(SeqCst) > 2));
+        t.park()?;
+        t.unpark();
+        let after = steps.load(SeqCst);
+        assert!(eventually(|| steps.load(SeqCst) > after + 2));
+        let _ = t.stop();
+        assert_eq!(wrong.load(SeqCst), 0);
+        Ok(())
+    }
+
+    /// Many threads at once: 200 created and all running together, each returns its index,
+    /// all stopped.
+    #[test]
+    fn many_threads() -> Result {
+        let running = counter()?;
+        let mut threads = KVec::with_capacity(200, GFP_KERNEL)?;
+        for i in 0..200u32 {
+            let r = running.clone();
+            threads.push(
+                thread::spawn(fmt!("krs-many/{i}"), move |ctx| {
+                    r.fetch_add(1, SeqCst);
+                    while !ctx.should_stop() {
+                        ctx.sleep(ms(100));
+                    }
+                    i
+                })?,
+                GFP_KERNEL,
+            )?;
+        }
+        assert!(eventually(|| running.load(SeqCst) == 200));
+        let mut sum = 0u32;
+        while let Some(t) = threads.pop() {
+            if let Exit::Returned(i) = t.stop() {
+                sum += i;
+            }
+        }
+        assert_eq!(sum, 199 * 200 / 2);
+        Ok(())
+    }
+
+    /// Scoped threads borrow stack data; each writes its own slot; `join` returns the value.
+    #[test]
+    fn scope_borrows_stack() -> Result {
+        let mut slots = [0u32; 8];
+        let base = 100u32;
+        let r = thread::scope(|s| -> Result<u32> {
+            let mut n = 0;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let base = &base;
+                let t = s.spawn(fmt!("krs-scope/{i}"), move |_ctx| {
+                    *slot = *base + i as u32;
+                    1u32
+                })?;
+                if let Exit::Returned(one) = t.join() {
+                    n += one;
+                }
+            }
+            Ok(n)
+        })?;
+        assert_eq!(r, 8);
+        for (i, &v) in slots.iter().enumerate() {
+            assert_eq!(v, 100 + i as u32);
+        }
+        Ok(())
+    }
+
+    /// H8: a scoped thread whose handle was forgotten (`mem::forget`) is still stopped, and
+    /// has exited, when `scope` returns; the scope owns the thread, so nothing leaks either
+    /// (kmemleak).
+    #[test]
+    fn scope_stops_forgotten_threads() -> Result {
+        let exited = AtomicBool::new(false);
+        let running = AtomicBool::new(false);
+        thread::scope(|s| -> Result {
+            let t = s.spawn(fmt!("krs-forget"), |ctx| {
+                running.store(true, SeqCst);
+                while !ctx.should_stop() {
+                    ctx.sleep(ms(5));
+                }
+                exited.store(true, SeqCst);
+            })?;
+            assert!(eventually(|| running.load(SeqCst)));
+            core::mem::forget(t);
+            Ok(())
+        })?;
+        assert!(exited.load(SeqCst));
+        Ok(())
+    }
+
+    /// Scoped threads not stopped by hand are stopped at the end of the scope; dropping a
+    /// scoped handle stops its thread at once; `stop` returns the value.
+    #[test]
+    fn scope_stop_and_drop() -> Result {
+        let stops = AtomicU32::new(0);
+        let started = AtomicU32::new(0);
+        thread::scope(|s| -> Result {
+            let body = |ctx: &thread::Context<'_>| {
+                started.fetch_add(1, SeqCst);
+                while !ctx.should_stop() {
+                    ctx.sleep(ms(5));
+                }
+                stops.fetch_add(1, SeqCst);
+                5u32
+            };
+            let a = s.spawn(fmt!("krs-sa"), body)?;
+            let b = s.spawn(fmt!("krs-sb"), body)?;
+            let _c = s.spawn(fmt!("krs-sc"), body)?;
+            assert!(eventually(|| started.load(SeqCst) == 3));
+            assert_eq!(a.stop(), Exit::Returned(5));
+            assert_eq!(stops.load(SeqCst), 1);
+            drop(b);
+            assert_eq!(stops.load(SeqCst), 2);
+            Ok(())
+        })?;
+        // The scope stopped the third.
+        assert_eq!(stops.load(SeqCst), 3);
+        Ok(())
+    }
+
+    /// `Exit::returned` gives the value or `None`.
+    #[test]
+    fn exit_returned_helper() {
+        assert_eq!(Exit::Returned(3).returned(), Some(3));
+        assert_eq!(Exit::<u8>::NeverRan.returned(), None);
+    }
+
+    /// Allocation failure on every step of the create path (failslab, through `fail_nth`):
+    /// each failure is `ENOMEM`, the closure is freed each time, nothing leaks (kmemleak), and
+    /// once the failures are past the end of the path the thread is created and runs.
+    #[test]
+    fn create_fails_cleanly_under_failslab() -> Result {
+        let drops = counter()?;
+        let (mut failed, mut made) = (0usize, 0usize);
+        for nth in 1..=12u32 {
+            let g = DropCount(drops.clone());
+            // SAFETY: `fail_nth` of `current` is only used by fault injection, in this task.
+            unsafe { (*Task::current_raw()).fail_nth = nth };
+            let r = thread::spawn(fmt!("krs-fail/{nth}"), move |_ctx| {
+                let _g = g;
+                nth
+            });
+            // SAFETY: As above.
+            unsafe { (*Task::current_raw()).fail_nth = 0 };
+            match r {
+                Err(e) => {
+                    assert_eq!(e, ENOMEM);
+                    failed += 1;
+                }
+                Ok(t) => {
+                    assert_eq!(t.join(), Exit::Returned(nth));
+                    made += 1;
+                }
+            }
+        }
+        assert!(failed >= 3);
+        assert!(made >= 1);
+        assert_eq!(drops.load(SeqCst), 12);
+        Ok(())
+    }
+
+    /// Per-CPU state of the per-CPU set tests: the thread's CPU, and its progress.
+    struct PerCpu {
+        cpu: u32,
+        steps: Arc<[AtomicU32; 8]>,
+        wrong_cpu: Arc<AtomicU32>,
+    }
+
+    fn per_cpu_step(s: &mut PerCpu, ctx: &thread::Context<'_>) -> ControlFlow<()> {
+        if current_cpu() != s.cpu {
+            s.wrong_cpu.fetch_add(1, SeqCst);
+        }
+        s.steps[s.cpu as usize].fetch_add(1, SeqCst);
+        ctx.sleep(ms(2));
+        ControlFlow::Continue(())
+    }
+
+    /// A running per-CPU set, with the per-CPU step counts and the wrong-CPU count.
+    struct Fixture {
+        set: Pin<KBox<thread::PerCpuThreads<PerCpu>>>,
+        steps: Arc<[AtomicU32; 8]>,
+        wrong: Arc<AtomicU32>,
+    }
+
+    fn per_cpu_set() -> Result<Fixture> {
+        let steps: Arc<[AtomicU32; 8]> = Arc::new(Default::default(), GFP_KERNEL)?;
+        let wrong = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let (s, w) = (steps.clone(), wrong.clone());
+        let set = thread::PerCpuThreads::new(
+            c"krs-percpu",
+            move |cpu| PerCpu {
+                cpu: cpu.as_u32(),
+                steps: s.clone(),
+                wrong_cpu: w.clone(),
+            },
+            per_cpu_step,
+        )?;
+        Ok(Fixture { set, steps, wrong })
+    }
+
+    /// A per-CPU set runs one thread on each online CPU, and only there.
+    #[test]
+    fn per_cpu_set_runs_on_each_cpu() -> Result {
+        let Fixture { set, steps, wrong } = per_cpu_set()?;
+        for cpu in 0..nr_cpu_ids() {
+            let id = CpuId::from_u32(cpu).ok_or(EINVAL)?;
+            if cpu_online(cpu) {
+                assert_eq!(set.is_parked(id), Some(false));
+                assert!(eventually(|| steps[cpu as usize].load(SeqCst) > 2));
+            } else {
+                assert_eq!(set.is_parked(id), None);
+            }
+        }
+        drop(set);
+        assert_eq!(wrong.load(SeqCst), 0);
+        Ok(())
+    }
+
+    /// A per-CPU set follows a real CPU offline/online cycle (`remove_cpu`/`add_cpu`): the
+    /// offline CPU's thread is parked and makes no progress, then is unparked, re-bound, and
+    /// runs on its CPU again. Dropping the set stops every thread.
+    #[test]
+    fn per_cpu_set_follows_hotplug() -> Result {
+        let victim = (1..nr_cpu_ids()).rev().find(|&c| cpu_online(c));
+        let Some(victim) = victim else {
+            // One CPU: nothing to take offline (the VM has two).
+            return Ok(());
+        };
+        let id = CpuId::from_u32(victim).ok_or(EINVAL)?;
+        let Fixture { set, steps, wrong } = per_cpu_set()?;
+        let count = || steps[victim as usize].load(SeqCst);
+        assert!(eventually(|| count() > 2));
+        // SAFETY: Taking a secondary CPU offline from process context is allowed.
+        let off = unsafe { bindings::remove_cpu(victim) };
+        let parked = set.is_parked(id);
+        let at = count();
+        fsleep(ms(50));
+        let still = count();
+        // SAFETY: Bringing the CPU back online, from process context.
+        let on = unsafe { bindings::add_cpu(victim) };
+        assert_eq!(off, 0);
+        assert_eq!(on, 0);
+        assert_eq!(parked, Some(true));
+        assert_eq!(still, at);
+        assert_eq!(set.is_parked(id), Some(false));
+        assert!(eventually(|| count() > still + 2));
+        drop(set);
+        assert_eq!(wrong.load(SeqCst), 0);
+        Ok(())
+    }
+}

@@ -20,11 +20,28 @@ module! {
     license: "GPL",
 }
 
-struct ThreadTest;
+/// Steps made by the module's own thread (see [`ThreadTest`]).
+static MODULE_THREAD_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The module owns a running thread for as long as it is loaded (H7): its body is module code,
+/// so it must have exited before `rmmod` frees that code. Dropping the module's state at rmmod
+/// drops the handle, which stops the thread and waits for it; a thread still running then
+/// would execute freed memory, an oops or KASAN report that fails `make check`.
+struct ThreadTest {
+    _ticker: kthread_rs::thread::Thread<u64>,
+}
 
 impl kernel::Module for ThreadTest {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(ThreadTest)
+        use core::sync::atomic::Ordering::Relaxed;
+        let ticker = kthread_rs::thread::spawn(fmt!("krs-module"), |ctx| {
+            while !ctx.should_stop() {
+                MODULE_THREAD_TICKS.fetch_add(1, Relaxed);
+                ctx.sleep(kernel::time::Delta::from_millis(1));
+            }
+            MODULE_THREAD_TICKS.load(Relaxed)
+        })?;
+        Ok(ThreadTest { _ticker: ticker })
     }
 }
 
@@ -681,6 +698,16 @@ mod tests {
         // The scope stopped the third.
         assert_eq!(stops.load(SeqCst), 3);
         Ok(())
+    }
+
+    /// H7: the module's own thread runs while the module is loaded (the KUnit suite runs after
+    /// the module's init); `rmmod` then stops it before the module's code is freed.
+    #[test]
+    fn module_thread_runs_until_rmmod() {
+        let before = super::MODULE_THREAD_TICKS.load(SeqCst);
+        assert!(eventually(
+            || super::MODULE_THREAD_TICKS.load(SeqCst) > before + 2
+        ));
     }
 
     /// `Exit::returned` gives the value or `None`.

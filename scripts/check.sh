@@ -12,6 +12,14 @@ export KDIR
 out=$KRS_ROOT/out/check
 rm -rf "$out"; mkdir -p "$out"
 
+krs_phase "check: rustfmt and clippy"
+{
+	if bash "$KRS_ROOT/scripts/fmt.sh" --check > "$out/rustfmt.log" 2>&1; then
+		echo "pass rustfmt"; else echo "unformatted(see-out/check/rustfmt.log) rustfmt"; fi
+	if bash "$KRS_ROOT/scripts/kmake.sh" CLIPPY=1 modules > "$out/clippy.log" 2>&1; then
+		echo "pass clippy"; else echo "warnings(see-out/check/clippy.log) clippy"; fi
+} > "$out/lint.results"
+
 krs_phase "check: building the modules"
 bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 || {
 	cat "$out/build.log"; echo "0 passed, 1 failed"; exit 1; }

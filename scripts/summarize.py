@@ -64,11 +64,15 @@ def main(out):
                 failed += 1
                 counts[1] += 1
                 problems.append(f"FAIL kunit {suite}: {name}")
-    cf = out / "compile-fail.results"
-    if cf.exists():
+    for cf in sorted(out.glob("*.results")):
         for line in cf.read_text().splitlines():
             status, _, name = line.partition(" ")
-            kind = "doc examples (must build)" if name.startswith("doc_") else "compile-fail"
+            if cf.stem == "lint":
+                kind = "lint (rustfmt, clippy)"
+            elif name.startswith("doc_"):
+                kind = "doc examples (must build)"
+            else:
+                kind = "compile-fail"
             counts = parts.setdefault(kind, [0, 0, 0])
             if status == "pass":
                 passed += 1

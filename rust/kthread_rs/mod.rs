@@ -10,7 +10,9 @@
 //! ```
 //!
 //! - [`thread`]: owned and scoped kernel threads (`include/linux/kthread.h`).
+//! - [`worker`]: kthread_worker, its work and delayed work (`include/linux/kthread.h`).
 //! - [`sys`]: the few C macros and static inlines that have no generated binding.
 
 pub mod sys;
 pub mod thread;
+pub mod worker;

@@ -38,3 +38,13 @@ pub(crate) unsafe fn wake_up(wq: *mut bindings::wait_queue_head) {
     // are exactly what the C `wake_up()` macro passes.
     unsafe { bindings::__wake_up(wq, bindings::TASK_NORMAL, 1, core::ptr::null_mut()) };
 }
+
+/// `-ESHUTDOWN`, which the kernel crate has no constant for: the worker is shutting down.
+pub(crate) fn eshutdown() -> Error {
+    Error::from_errno(-(bindings::ESHUTDOWN as c_int))
+}
+
+/// `-EDEADLK`, which the kernel crate has no constant for: the call would wait for itself.
+pub(crate) fn edeadlk() -> Error {
+    Error::from_errno(-(bindings::EDEADLK as c_int))
+}

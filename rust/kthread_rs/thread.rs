@@ -430,7 +430,8 @@ enum Place {
     Cpu(CpuId),
 }
 
-fn check_node(node: i32) -> Result {
+/// `EINVAL` unless `node` is [`NUMA_NO_NODE`] or an online node.
+pub(crate) fn check_node(node: i32) -> Result {
     if node == NUMA_NO_NODE {
         return Ok(());
     }
@@ -453,6 +454,22 @@ fn check_node(node: i32) -> Result {
         }
     }
     Ok(())
+}
+
+/// `name` as a C format that prints it as it is: every '%' doubled, NUL-terminated.
+///
+/// For the C functions that take the name as a format with a CPU number as argument
+/// (`kthread_create_on_cpu()`, `kthread_create_worker_on_cpu()`).
+pub(crate) fn escape_percent(name: &CStr) -> Result<KVec<u8>> {
+    let mut fmt = KVec::with_capacity(name.to_bytes().len() + 1, GFP_KERNEL)?;
+    for &b in name.to_bytes() {
+        if b == b'%' {
+            fmt.push(b'%', GFP_KERNEL)?;
+        }
+        fmt.push(b, GFP_KERNEL)?;
+    }
+    fmt.push(0, GFP_KERNEL)?;
+    Ok(fmt)
 }
 
 /// Create a kthread running `body` (not yet woken) and take the handle's task reference.
@@ -487,16 +504,7 @@ fn create_raw<'a, B: Body + 'a>(
             }
         }
         Place::Cpu(cpu) => {
-            // `kthread_create_on_cpu()` takes the name as a format with the CPU as argument:
-            // escape every '%' so that the name is printed as it is.
-            let mut fmt = KVec::with_capacity(name.to_bytes().len() + 1, GFP_KERNEL)?;
-            for &b in name.to_bytes() {
-                if b == b'%' {
-                    fmt.push(b'%', GFP_KERNEL)?;
-                }
-                fmt.push(b, GFP_KERNEL)?;
-            }
-            fmt.push(0, GFP_KERNEL)?;
+            let fmt = escape_percent(&name)?;
             // SAFETY: As above; `cpu` is a valid CPU id (type invariant of `CpuId`), and `fmt`
             // is a NUL-terminated format without conversions.
             unsafe {

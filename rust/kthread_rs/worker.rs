@@ -1,0 +1,687 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kthread_worker: one kernel thread that runs queued work items in order.
+//!
+//! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
+//!
+//! A [`Worker`] owns its thread. Work items are reference counted ([`Work`], [`DelayedWork`]):
+//! queueing hands one reference to the worker, which gives it back to the item's
+//! [`WorkItem::run`] (or drops it, when the item is cancelled before it runs). An item is bound
+//! to the first worker that it is queued on. Every operation goes through `&Worker`, so none can
+//! outlive it, and dropping the worker first refuses new work, then cancels the pending delayed
+//! work, runs the pending work, and destroys the thread.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! use core::sync::atomic::{AtomicU32, Ordering};
+//! use kernel::sync::Arc;
+//! use kthread_rs::worker::{Work, WorkItem, Worker, WorkerRef};
+//!
+//! struct Counter(AtomicU32);
+//!
+//! impl WorkItem for Counter {
+//!     fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
+//!         work.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! let worker = Worker::create(fmt!("mydrv-worker"))?;
+//! let work = Work::new(Counter(AtomicU32::new(0)))?;
+//! worker.queue(work.clone()).map_err(|(e, _work)| e)?;
+//! worker.flush(&work)?;
+//! assert_eq!(work.0.load(Ordering::Relaxed), 1);
+//! // The one-line form: a closure, run once.
+//! worker.queue_fn(|| pr_info!("ran on the worker\n"))?;
+//! # Ok::<(), Error>(())
+//! ```
+
+use super::{sys, thread::NUMA_NO_NODE};
+use core::{
+    ops::Deref,
+    ptr::{self, NonNull},
+    sync::atomic::{AtomicPtr, Ordering},
+};
+use kernel::{
+    bindings,
+    cpu::CpuId,
+    error::from_err_ptr,
+    fmt, new_spinlock,
+    prelude::*,
+    str::CString,
+    sync::{Arc, LockClassKey, SpinLock},
+    task::Task,
+    time::{msecs_to_jiffies, Delta},
+    types::Opaque,
+};
+
+/// What a queued item does when the worker runs it.
+pub trait WorkItem: Send + Sync + Sized + 'static {
+    /// Run on the worker's thread, once per successful queue, with the reference that the queue
+    /// held. `worker` can queue work (this item too) on the same worker.
+    fn run(work: Arc<Work<Self>>, worker: &WorkerRef<'_>);
+}
+
+/// What a queued delayed item does when the worker runs it; see [`WorkItem`].
+pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
+    /// Run on the worker's thread, once per successful queue (and once per queueing
+    /// [`Worker::mod_delayed`]), with the reference that the queue held.
+    fn run(work: Arc<DelayedWork<Self>>, worker: &WorkerRef<'_>);
+}
+
+/// The worker's own state, shared with the works it runs.
+///
+/// # Invariants
+///
+/// - `raw` is a worker made by `kthread_create_worker_on_*()` and woken; it is destroyed only
+///   by [`Worker`]'s drop, after which no `&Inner` is used.
+/// - While `closing` is true, nothing is queued on `raw`.
+#[pin_data]
+struct Inner {
+    raw: NonNull<bindings::kthread_worker>,
+    #[pin]
+    closing: SpinLock<bool>,
+}
+
+// SAFETY: The C worker is made for concurrent use (its own lock); `closing` is a lock.
+unsafe impl Send for Inner {}
+// SAFETY: As for `Send`.
+unsafe impl Sync for Inner {}
+
+impl Inner {
+    fn raw(&self) -> *mut bindings::kthread_worker {
+        self.raw.as_ptr()
+    }
+
+    /// Is the caller the worker's own thread (a work that it runs)?
+    fn on_worker(&self) -> bool {
+        // SAFETY: `raw` is a live worker (invariant); `task` is set at creation and cleared
+        // only when the thread exits, at destroy.
+        let task = unsafe { (*self.raw()).task };
+        ptr::eq(task, Task::current_raw())
+    }
+
+    /// Bind `owner` (an item's) to this worker, or check that it is bound to it (H10).
+    fn bind(&self, owner: &AtomicPtr<Inner>) -> Result {
+        let me = ptr::from_ref(self).cast_mut();
+        match owner.compare_exchange(ptr::null_mut(), me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(other) if other == me => Ok(()),
+            // The C code would WARN: a kthread_work must not be used with two workers.
+            Err(_) => Err(EINVAL),
+        }
+    }
+
+    /// Is `owner` bound to this worker? Items never queued here are not.
+    fn owns(&self, owner: &AtomicPtr<Inner>) -> bool {
+        ptr::eq(owner.load(Ordering::Acquire), self)
+    }
+
+    /// Run `f` (a queueing call) unless the worker is closing; `ESHUTDOWN` if it is.
+    fn queue_with(&self, f: impl FnOnce() -> bool) -> Result<bool> {
+        let closing = self.closing.lock();
+        if *closing {
+            return Err(sys::eshutdown());
+        }
+        Ok(f())
+    }
+}
+
+/// A worker as seen by the works it runs: lets a work queue more work on its own worker.
+pub struct WorkerRef<'a> {
+    inner: &'a Inner,
+}
+
+impl WorkerRef<'_> {
+    /// Queue `work` on this worker; see [`Worker::queue`].
+    pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+        queue(self.inner, work)
+    }
+
+    /// Queue `work` after `delay`; see [`Worker::queue_delayed`].
+    pub fn queue_delayed<T: DelayedWorkItem>(
+        &self,
+        work: Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
+        queue_delayed(self.inner, work, delay)
+    }
+}
+
+/// An owned kthread_worker. Dropping it refuses new work, cancels the pending delayed work,
+/// runs the pending work, then destroys the worker and its thread (never the WARN of
+/// `kthread_destroy_worker()` about pending delayed work, H9).
+///
+/// # Invariants
+///
+/// `inner` is a pinned, live allocation owned by this handle.
+pub struct Worker {
+    inner: Pin<KBox<Inner>>,
+}
+
+impl Worker {
+    /// Create and start a worker whose thread is named `name`, on any CPU and node.
+    pub fn create(name: fmt::Arguments<'_>) -> Result<Self> {
+        Self::create_on_node(NUMA_NO_NODE, false, name)
+    }
+
+    /// Create and start a worker on NUMA `node` ([`NUMA_NO_NODE`]: any), freezable if asked
+    /// (`KTW_FREEZABLE`: it freezes during suspend).
+    pub fn create_on_node(node: i32, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+        super::thread::check_node(node)?;
+        let name = CString::try_from_fmt(name)?;
+        // SAFETY: The name goes through "%s", never as the format; `node` was checked.
+        let raw = unsafe {
+            bindings::kthread_create_worker_on_node(
+                flags(freezable),
+                node,
+                c"%s".as_char_ptr(),
+                name.as_char_ptr(),
+            )
+        };
+        Self::start(raw)
+    }
+
+    /// Create and start a worker whose thread is bound to `cpu`, freezable if asked.
+    pub fn create_on_cpu(cpu: CpuId, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+        let name = CString::try_from_fmt(name)?;
+        let fmt = super::thread::escape_percent(&name)?;
+        // SAFETY: `cpu` is a valid CPU id (type invariant); `fmt` is NUL-terminated, without
+        // conversions (every '%' of the name is escaped).
+        let raw = unsafe {
+            bindings::kthread_create_worker_on_cpu(
+                cpu.as_u32() as c_int,
+                flags(freezable),
+                fmt.as_ptr().cast(),
+            )
+        };
+        Self::start(raw)
+    }
+
+    fn start(raw: *mut bindings::kthread_worker) -> Result<Self> {
+        let raw = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
+        let inner = KBox::pin_init(
+            pin_init!(Inner {
+                raw,
+                closing <- new_spinlock!(false),
+            }),
+            GFP_KERNEL,
+        );
+        let inner = match inner {
+            Ok(inner) => inner,
+            Err(e) => {
+                // SAFETY: `raw` is a worker that was never woken and has no work.
+                unsafe { bindings::kthread_destroy_worker(raw.as_ptr()) };
+                return Err(e);
+            }
+        };
+        // SAFETY: `raw` was just made; 7.2 does not wake a new worker's thread.
+        unsafe { bindings::wake_up_process((*raw.as_ptr()).task) };
+        // INVARIANT: `raw` is woken and owned by `inner`, owned by this handle.
+        Ok(Worker { inner })
+    }
+
+    /// The worker's thread.
+    pub fn task(&self) -> &Task {
+        // SAFETY: The thread lives as long as the worker, and `Task` is transparent over
+        // `task_struct`.
+        unsafe { &*(*self.inner.raw()).task.cast::<Task>() }
+    }
+
+    /// Queue `work` (the C `kthread_queue_work()`): the reference moves to the worker, which
+    /// hands it to [`WorkItem::run`].
+    ///
+    /// On error, the reference comes back with the reason: `EBUSY` if the work is pending
+    /// already (H12), `EINVAL` if it is bound to another worker (H10), `ESHUTDOWN` if this
+    /// worker is being dropped.
+    pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+        queue(&self.inner, work)
+    }
+
+    /// Queue `work` to run after `delay` (the C `kthread_queue_delayed_work()`); errors as
+    /// for [`Worker::queue`].
+    pub fn queue_delayed<T: DelayedWorkItem>(
+        &self,
+        work: Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
+        queue_delayed(&self.inner, work, delay)
+    }
+
+    /// Run `work` after `delay` from now, whether it is pending or not (the C
+    /// `kthread_mod_delayed_work()`). Returns whether it was pending before.
+    pub fn mod_delayed<T: DelayedWorkItem>(
+        &self,
+        work: &Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result<bool> {
+        let inner = &*self.inner;
+        inner.bind(&work.owner)?;
+        let r = inner.queue_with(|| {
+            // SAFETY: `work` is bound to this live worker, and initialised (`DelayedWork`'s
+            // invariant). When this returns false it queued an idle work: that queue entry
+            // takes the reference given here; when true, the entry that existed stays.
+            let was_pending = unsafe {
+                bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
+            };
+            if !was_pending {
+                let _ = Arc::into_raw(work.clone());
+            }
+            was_pending
+        })?;
+        Ok(r)
+    }
+
+    /// Wait until `work`, if pending or running, has run (the C `kthread_flush_work()`).
+    ///
+    /// `EDEADLK` from a work running on this worker (H11).
+    pub fn flush<T: WorkItem>(&self, work: &Work<T>) -> Result {
+        self.refuse_own_thread()?;
+        if self.inner.owns(&work.owner) {
+            // SAFETY: `work` is initialised and bound to this live worker.
+            unsafe { bindings::kthread_flush_work(work.work.get()) };
+        }
+        Ok(())
+    }
+
+    /// Wait until every work queued so far has run (the C `kthread_flush_worker()`).
+    ///
+    /// `EDEADLK` from a work running on this worker (H11).
+    pub fn flush_all(&self) -> Result {
+        self.refuse_own_thread()?;
+        // SAFETY: The worker is live; the caller is not its thread.
+        unsafe { bindings::kthread_flush_worker(self.inner.raw()) };
+        Ok(())
+    }
+
+    /// Cancel `work` and wait until it is not running (the C `kthread_cancel_work_sync()`).
+    /// Returns whether it was pending: its queue reference is then dropped, [`WorkItem::run`]
+    /// will not see it.
+    ///
+    /// `EDEADLK` from a work running on this worker (H11).
+    pub fn cancel_sync<T: WorkItem>(&self, work: &Work<T>) -> Result<bool> {
+        self.refuse_own_thread()?;
+        if !self.inner.owns(&work.owner) {
+            return Ok(false);
+        }
+        // SAFETY: `work` is initialised and bound to this live worker.
+        let was_pending = unsafe { bindings::kthread_cancel_work_sync(work.work.get()) };
+        if was_pending {
+            // SAFETY: The cancelled queue entry held a reference from `Arc::into_raw`, which
+            // is now ours; the caller's reference keeps the item alive meanwhile.
+            drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
+        }
+        Ok(was_pending)
+    }
+
+    /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
+    /// `kthread_cancel_delayed_work_sync()`); see [`Worker::cancel_sync`].
+    pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
+        self.refuse_own_thread()?;
+        if !self.inner.owns(&work.owner) {
+            return Ok(false);
+        }
+        // SAFETY: `work` is initialised and bound to this live worker.
+        let was_pending = unsafe { bindings::kthread_cancel_delayed_work_sync(work.dwork_ptr()) };
+        if was_pending {
+            // SAFETY: As in `cancel_sync`.
+            drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
+        }
+        Ok(was_pending)
+    }
+
+    /// Queue a closure that runs once on the worker: the one-line form of a work item.
+    /// `ESHUTDOWN` if the worker is being dropped (the closure is dropped, not run).
+    pub fn queue_fn(&self, f: impl FnOnce() + Send + 'static) -> Result {
+        let item = Work::new(FnWork(core::cell::UnsafeCell::new(Some(f))))?;
+        self.queue(item).map_err(|(e, _)| e)
+    }
+
+    fn refuse_own_thread(&self) -> Result {
+        if self.inner.on_worker() {
+            return Err(sys::edeadlk());
+        }
+        Ok(())
+    }
+
+    /// Cancel every delayed work whose timer is still pending (they are on the C worker's
+    /// `delayed_work_list`), dropping the queue's reference of each.
+    fn cancel_all_delayed(&self) {
+        let raw = self.inner.raw();
+        loop {
+            // SAFETY: `raw` is live; its lock protects `delayed_work_list`.
+            unsafe { bindings::_raw_spin_lock_irq(&raw mut (*raw).lock) };
+            // SAFETY: Under the lock, the list is stable.
+            let head = unsafe { &raw mut (*raw).delayed_work_list };
+            // SAFETY: As above.
+            let first = unsafe { (*head).next };
+            let header = if ptr::eq(first, head) {
+                None
+            } else {
+                // SAFETY: Every item on this worker is ours, and a delayed one starts with a
+                // `DelayedHeader` whose `dwork.work.node` is this list node.
+                let h = unsafe { kernel::container_of!(first, DelayedHeader, dwork.work.node) };
+                // SAFETY: The entry is pending, so its queue reference keeps it alive while
+                // the lock is held; take a reference of our own for after the unlock.
+                unsafe { ((*h).acquire)(h) };
+                Some(h)
+            };
+            // SAFETY: Locked above.
+            unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
+            let Some(h) = header else { break };
+            // SAFETY: `h` is alive (our reference), initialised, and bound to this worker.
+            if unsafe { bindings::kthread_cancel_delayed_work_sync(&raw mut (*h).dwork) } {
+                // SAFETY: The cancelled entry's queue reference is now ours.
+                unsafe { ((*h).release)(h) };
+            }
+            // SAFETY: Our own reference, taken above.
+            unsafe { ((*h).release)(h) };
+        }
+    }
+}
+
+impl Deref for Worker {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        self.task()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        kernel::task::might_sleep();
+        // INVARIANT: From here on nothing is queued: a work that tries gets `ESHUTDOWN`.
+        *self.inner.closing.lock() = true;
+        self.cancel_all_delayed();
+        // SAFETY: The worker is live; flushing runs the works that are still pending, so
+        // that each gets its reference back.
+        unsafe { bindings::kthread_flush_worker(self.inner.raw()) };
+        // SAFETY: Nothing is pending or can be queued; no `&Inner` is used after this (works
+        // get theirs only while they run, and none will run).
+        unsafe { bindings::kthread_destroy_worker(self.inner.raw()) };
+    }
+}
+
+fn flags(freezable: bool) -> c_uint {
+    if freezable {
+        bindings::KTW_FREEZABLE
+    } else {
+        0
+    }
+}
+
+fn jiffies(d: Delta) -> c_ulong {
+    msecs_to_jiffies(u32::try_from(d.as_millis().max(0)).unwrap_or(u32::MAX))
+}
+
+fn queue<T: WorkItem>(inner: &Inner, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+    if let Err(e) = inner.bind(&work.owner) {
+        return Err((e, work));
+    }
+    let raw_work = work.work.get();
+    let p = Arc::into_raw(work);
+    // SAFETY: `raw_work` is initialised and bound to this live worker. On success the queue
+    // holds the reference `p`, which `work_fn` takes back.
+    match inner.queue_with(|| unsafe { bindings::kthread_queue_work(inner.raw(), raw_work) }) {
+        Ok(true) => Ok(()),
+        // SAFETY: Not queued: `p` is still ours.
+        Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),
+        // SAFETY: As above.
+        Err(e) => Err((e, unsafe { Arc::from_raw(p) })),
+    }
+}
+
+fn queue_delayed<T: DelayedWorkItem>(
+    inner: &Inner,
+    work: Arc<DelayedWork<T>>,
+    delay: Delta,
+) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
+    if let Err(e) = inner.bind(&work.owner) {
+        return Err((e, work));
+    }
+    let dwork = work.dwork_ptr();
+    let p = Arc::into_raw(work);
+    // SAFETY: As in `queue`; the timer was set up by `DelayedWork::new` as the C macro does.
+    let queued = inner.queue_with(|| unsafe {
+        bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
+    });
+    match queued {
+        Ok(true) => Ok(()),
+        // SAFETY: Not queued: `p` is still ours.
+        Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),
+        // SAFETY: As above.
+        Err(e) => Err((e, unsafe { Arc::from_raw(p) })),
+    }
+}
+
+/// A work item: a `kthread_work` and the item's data, in one reference-counted allocation.
+///
+/// Dereferences to the data.
+///
+/// # Invariants
+///
+/// - `work` is initialised with `func` = `work_fn::<T>`, and `self` is inside an `Arc`.
+/// - Each pending queue entry of `work` holds one reference from `Arc::into_raw`.
+/// - `owner` is null until the first queue, then the worker the item is bound to.
+#[pin_data]
+pub struct Work<T> {
+    #[pin]
+    work: Opaque<bindings::kthread_work>,
+    owner: AtomicPtr<Inner>,
+    #[pin]
+    data: T,
+}
+
+// SAFETY: The C work is only touched under its worker's lock; `T` is `Send + Sync`.
+unsafe impl<T: Send + Sync> Send for Work<T> {}
+// SAFETY: As for `Send`.
+unsafe impl<T: Send + Sync> Sync for Work<T> {}
+
+impl<T: WorkItem> Work<T> {
+    /// A new work item holding `data` (a value, or a pin-initialiser for data that must not
+    /// move, such as a `Completion`), not queued anywhere yet.
+    pub fn new(data: impl PinInit<T>) -> Result<Arc<Self>> {
+        // INVARIANT: `work` gets `work_fn::<T>`; the `Arc` holds the item.
+        Arc::pin_init(
+            pin_init!(Self {
+                work <- Opaque::ffi_init(|slot: *mut bindings::kthread_work| {
+                    // SAFETY: `slot` is valid for writes and pinned in the `Arc`.
+                    unsafe { init_work(slot, Some(work_fn::<T>)) }
+                }),
+                owner: AtomicPtr::new(ptr::null_mut()),
+                data <- data,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl<T> Deref for Work<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+/// `kthread_init_work()`: zero the work, an empty list node, and `func`.
+///
+/// # Safety
+///
+/// `w` is valid for writes and does not move afterwards.
+unsafe fn init_work(
+    w: *mut bindings::kthread_work,
+    func: Option<unsafe extern "C" fn(*mut bindings::kthread_work)>,
+) {
+    // SAFETY: By the function's safety requirement.
+    unsafe {
+        ptr::write_bytes(w, 0, 1);
+        bindings::INIT_LIST_HEAD(&raw mut (*w).node);
+        (*w).func = func;
+    }
+}
+
+/// The C `func` of every [`Work<T>`].
+///
+/// # Safety
+///
+/// Called by the worker with a `kthread_work` of a pending `Work<T>`.
+unsafe extern "C" fn work_fn<T: WorkItem>(w: *mut bindings::kthread_work) {
+    // SAFETY: `w` is the `work` field of a `Work<T>` (the function's safety requirement);
+    // `Opaque` is transparent.
+    let item =
+        unsafe { kernel::container_of!(w.cast::<Opaque<bindings::kthread_work>>(), Work<T>, work) };
+    // SAFETY: The queue entry that the worker just took held this reference (invariant).
+    let work = unsafe { Arc::from_raw(item.cast_const()) };
+    // SAFETY: A queued item is bound to the live worker running it; the worker's drop waits
+    // for it (flush) before freeing `Inner`.
+    let inner = unsafe { &*work.owner.load(Ordering::Acquire) };
+    T::run(work, &WorkerRef { inner });
+}
+
+/// The start of every [`DelayedWork`]: the C delayed work and type-erased reference counting,
+/// so that a worker's drop can cancel its pending delayed works whatever their type.
+#[repr(C)]
+struct DelayedHeader {
+    dwork: bindings::kthread_delayed_work,
+    acquire: unsafe fn(*mut DelayedHeader),
+    release: unsafe fn(*mut DelayedHeader),
+}
+
+/// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
+/// in one reference-counted allocation. Make it with [`new_delayed_work!`] (one timer lock
+/// class per call site, as the C `kthread_init_delayed_work()` does: H13).
+///
+/// Dereferences to the data.
+///
+/// # Invariants
+///
+/// As for [`Work`]; `dwork` starts with a `DelayedHeader` whose timer runs
+/// `kthread_delayed_work_timer_fn()` with `TIMER_IRQSAFE`.
+#[repr(C)]
+#[pin_data]
+pub struct DelayedWork<T> {
+    #[pin]
+    dwork: Opaque<DelayedHeader>,
+    owner: AtomicPtr<Inner>,
+    #[pin]
+    data: T,
+}
+
+// SAFETY: As for `Work`.
+unsafe impl<T: Send + Sync> Send for DelayedWork<T> {}
+// SAFETY: As for `Work`.
+unsafe impl<T: Send + Sync> Sync for DelayedWork<T> {}
+
+/// Make a [`DelayedWork`] holding `data`, with a timer lock class of this call site.
+#[macro_export]
+macro_rules! new_delayed_work {
+    ($data:expr $(,)?) => {
+        $crate::kthread_rs::worker::DelayedWork::new(
+            $data,
+            ::kernel::c_str!(::core::concat!(::core::file!(), ":", ::core::line!())),
+            ::kernel::static_lock_class!(),
+        )
+    };
+}
+
+impl<T: DelayedWorkItem> DelayedWork<T> {
+    /// A new delayed work holding `data`; prefer [`new_delayed_work!`], which gives the
+    /// timer a lock class and name of the call site.
+    pub fn new(
+        data: impl PinInit<T>,
+        name: &'static CStr,
+        key: Pin<&'static LockClassKey>,
+    ) -> Result<Arc<Self>> {
+        // INVARIANT: The header is set up here as the type requires.
+        Arc::pin_init(
+            pin_init!(Self {
+                dwork <- Opaque::ffi_init(|slot: *mut DelayedHeader| {
+                    // SAFETY: `slot` is valid for writes and pinned in the `Arc`. The timer is
+                    // set up as `kthread_init_delayed_work()` does, with the caller's key.
+                    unsafe {
+                        init_work(&raw mut (*slot).dwork.work, Some(delayed_work_fn::<T>));
+                        bindings::timer_init_key(
+                            &raw mut (*slot).dwork.timer,
+                            Some(bindings::kthread_delayed_work_timer_fn),
+                            bindings::TIMER_IRQSAFE,
+                            name.as_char_ptr(),
+                            key.as_ptr(),
+                        );
+                        (&raw mut (*slot).acquire).write(acquire::<T>);
+                        (&raw mut (*slot).release).write(release::<T>);
+                    }
+                }),
+                owner: AtomicPtr::new(ptr::null_mut()),
+                data <- data,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl<T> DelayedWork<T> {
+    fn dwork_ptr(&self) -> *mut bindings::kthread_delayed_work {
+        // `dwork` is the first field of `DelayedHeader` (`repr(C)`).
+        self.dwork.get().cast()
+    }
+}
+
+impl<T> Deref for DelayedWork<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+/// Take a reference to the `DelayedWork<T>` that starts with `h`.
+///
+/// # Safety
+///
+/// `h` is the header of a live `DelayedWork<T>` inside an `Arc`.
+unsafe fn acquire<T>(h: *mut DelayedHeader) {
+    // `DelayedWork` is `repr(C)` with the header first, so the pointers are the same.
+    // SAFETY: By the function's safety requirement; the clone is kept by leaking it.
+    let work = core::mem::ManuallyDrop::new(unsafe { Arc::from_raw(h.cast::<DelayedWork<T>>()) });
+    let _ = Arc::into_raw(Arc::clone(&work));
+}
+
+/// Drop a reference to the `DelayedWork<T>` that starts with `h`.
+///
+/// # Safety
+///
+/// `h` is the header of a `DelayedWork<T>`, and the caller owns one reference to it.
+unsafe fn release<T>(h: *mut DelayedHeader) {
+    // SAFETY: By the function's safety requirement.
+    drop(unsafe { Arc::from_raw(h.cast::<DelayedWork<T>>()) });
+}
+
+/// The C `func` of every [`DelayedWork<T>`].
+///
+/// # Safety
+///
+/// As for [`work_fn`].
+unsafe extern "C" fn delayed_work_fn<T: DelayedWorkItem>(w: *mut bindings::kthread_work) {
+    // `work` is the first field of `kthread_delayed_work`, itself first in the `repr(C)`
+    // header and item.
+    // SAFETY: As in `work_fn`.
+    let work = unsafe { Arc::from_raw(w.cast_const().cast::<DelayedWork<T>>()) };
+    // SAFETY: As in `work_fn`.
+    let inner = unsafe { &*work.owner.load(Ordering::Acquire) };
+    T::run(work, &WorkerRef { inner });
+}
+
+/// The closure of [`Worker::queue_fn`], taken by its one run.
+struct FnWork<F>(core::cell::UnsafeCell<Option<F>>);
+
+// SAFETY: The closure is only taken, by the single run of its one-shot work item; `F: Send`.
+unsafe impl<F: Send> Sync for FnWork<F> {}
+
+impl<F: FnOnce() + Send + 'static> WorkItem for FnWork<F> {
+    fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
+        // SAFETY: A `queue_fn` item is queued once and never shared, so this run is the only
+        // access to the closure.
+        if let Some(f) = unsafe { (*work.0.get()).take() } {
+            f();
+        }
+    }
+}

@@ -25,7 +25,7 @@
 //!     polls
 //! })?;
 //! // ... later, e.g. in the driver's remove():
-//! match poller.stop() {
+//! match poller.stop()? {
 //!     Exit::Returned(polls) => pr_info!("polled {polls} times\n"),
 //!     Exit::NeverRan => pr_info!("stopped before it ran\n"),
 //! }
@@ -38,7 +38,9 @@ use super::sys;
 use core::{
     cell::UnsafeCell,
     marker::PhantomData,
+    mem::ManuallyDrop,
     ops::{ControlFlow, Deref},
+    ptr::{self, NonNull},
     sync::atomic::{AtomicBool, Ordering},
 };
 use kernel::{
@@ -105,6 +107,9 @@ pub enum Wake {
 /// `current` is the kthread, created by this module, whose control block is `control`.
 pub struct Context<'a> {
     control: &'a Control,
+    /// Set while a [`PerCpuThreads`] step runs with migration disabled: parking then would
+    /// keep the CPU pinned and hang its offlining, so the step loop parks after the step.
+    pinned: core::cell::Cell<bool>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -127,7 +132,13 @@ impl Context<'_> {
     }
 
     /// Park here if parking was asked for, until unparked. The C `kthread_parkme()`.
+    ///
+    /// In a [`PerCpuThreads`] step this returns at once: the step loop parks after the step,
+    /// once migration is enabled again.
     pub fn parkme(&self) {
+        if self.pinned.get() {
+            return;
+        }
         // SAFETY: By the type invariant, `current` is a kthread made by `kthread_create_*()`.
         unsafe { bindings::kthread_parkme() }
     }
@@ -326,7 +337,10 @@ impl<S: Send> Body for PerCpuSteps<S> {
             unsafe { bindings::migrate_disable() };
             let home = CpuId::current() == cpu;
             let flow = if home {
-                step(&mut state, ctx)
+                ctx.pinned.set(true);
+                let flow = step(&mut state, ctx);
+                ctx.pinned.set(false);
+                flow
             } else {
                 ControlFlow::Continue(())
             };
@@ -334,8 +348,14 @@ impl<S: Send> Body for PerCpuSteps<S> {
             unsafe { bindings::migrate_enable() };
             if !home {
                 // Pushed off a CPU that is going offline: wait for the teardown's park (or a
-                // stop). The online callback re-binds the thread before it unparks it.
-                ctx.wait_until(|| false, None);
+                // stop); the online callback re-binds the thread before it unparks it. If the
+                // offlining was rolled back instead (a later teardown failed), no park comes:
+                // go home by ourselves once the CPU is active again.
+                if ctx.wait_until(|| false, Some(Delta::from_millis(10))) == Wake::Timeout
+                    && cpu_active(cpu)
+                {
+                    let _ = set_affinity(Task::current_raw(), cpu);
+                }
             } else if flow.is_break() {
                 break;
             }
@@ -406,6 +426,7 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
     // INVARIANT: `current` is the kthread whose control block is `control`.
     let ctx = Context {
         control,
+        pinned: core::cell::Cell::new(false),
         _not_send: PhantomData,
     };
     // SAFETY: By the invariants of `Shared`, only this thread touches `body` now.
@@ -430,6 +451,39 @@ enum Place {
     Cpu(CpuId),
 }
 
+/// `EINVAL` unless `cpu` is a possible CPU (`CpuId` only guarantees `cpu < nr_cpu_ids`).
+fn check_possible(cpu: CpuId) -> Result {
+    // SAFETY: `cpu_possible_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
+    let possible = unsafe {
+        bindings::cpumask_test_cpu(
+            cpu.as_u32() as c_int,
+            &raw mut bindings::__cpu_possible_mask,
+        )
+    };
+    if possible {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+/// Is `cpu` active (online, and taking tasks)?
+fn cpu_active(cpu: CpuId) -> bool {
+    // SAFETY: `cpu_active_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
+    unsafe {
+        bindings::cpumask_test_cpu(cpu.as_u32() as c_int, &raw mut bindings::__cpu_active_mask)
+    }
+}
+
+/// Bind `task` to `cpu` (the C `set_cpus_allowed_ptr()`); kernel threads may be bound to any
+/// online CPU this way, even with PF_NO_SETAFFINITY set.
+fn set_affinity(task: *mut bindings::task_struct, cpu: CpuId) -> Result {
+    let mut mask = kernel::cpumask::CpumaskVar::new_zero(GFP_KERNEL)?;
+    mask.set(cpu);
+    // SAFETY: Callers pass a live task; `mask` is a valid cpumask.
+    to_result(unsafe { bindings::set_cpus_allowed_ptr(task, mask.as_raw()) })
+}
+
 /// `EINVAL` unless `node` is [`NUMA_NO_NODE`] or an online node.
 pub(crate) fn check_node(node: i32) -> Result {
     if node == NUMA_NO_NODE {
@@ -440,13 +494,13 @@ pub(crate) fn check_node(node: i32) -> Result {
     }
     #[cfg(CONFIG_NUMA)]
     {
-        // SAFETY: `node` is below `MAX_NUMNODES`, the size of every nodemask.
+        // SAFETY: `node` is below `MAX_NUMNODES`, the size of every nodemask; the mask is
+        // read through a raw pointer, as memory hotplug may write it.
         let online = unsafe {
+            let states = &raw const bindings::node_states;
             bindings::_test_bit(
                 node as _,
-                bindings::node_states[bindings::node_states_N_ONLINE as usize]
-                    .bits
-                    .as_ptr(),
+                (&raw const (*states)[bindings::node_states_N_ONLINE as usize].bits).cast(),
             )
         };
         if !online {
@@ -475,10 +529,13 @@ pub(crate) fn escape_percent(name: &CStr) -> Result<KVec<u8>> {
 /// Create a kthread running `body` (not yet woken) and take the handle's task reference.
 fn create_raw<'a, B: Body + 'a>(
     place: Place,
-    name: fmt::Arguments<'_>,
+    name: &CStr,
     body: B,
 ) -> Result<(ARef<Task>, Arc<Shared<B>>)> {
-    let name = CString::try_from_fmt(name)?;
+    match place {
+        Place::Node(node) => check_node(node)?,
+        Place::Cpu(cpu) => check_possible(cpu)?,
+    }
     let shared = Arc::pin_init(
         pin_init!(Shared {
             control <- Control::new(),
@@ -490,7 +547,6 @@ fn create_raw<'a, B: Body + 'a>(
     let data = Arc::as_ptr(&shared).cast_mut().cast::<c_void>();
     let raw = match place {
         Place::Node(node) => {
-            check_node(node)?;
             // SAFETY: `trampoline::<B>` accepts `data`, which stays alive until the thread
             // exits (invariant of `Shared`). The name goes through "%s", never as the format.
             unsafe {
@@ -504,9 +560,9 @@ fn create_raw<'a, B: Body + 'a>(
             }
         }
         Place::Cpu(cpu) => {
-            let fmt = escape_percent(&name)?;
-            // SAFETY: As above; `cpu` is a valid CPU id (type invariant of `CpuId`), and `fmt`
-            // is a NUL-terminated format without conversions.
+            let fmt = escape_percent(name)?;
+            // SAFETY: As above; `cpu` is a possible CPU (checked above), and `fmt` is a
+            // NUL-terminated format without conversions.
             unsafe {
                 bindings::kthread_create_on_cpu(
                     Some(trampoline::<B>),
@@ -563,10 +619,10 @@ fn wake_thread(control: &Control) {
 ///
 /// # Invariants
 ///
-/// `task` is the kthread running `trampoline` on `core`.
+/// `task` is the kthread running `trampoline` on `core`. Both are dropped only by `Drop`.
 struct Handle<T> {
-    task: ARef<Task>,
-    core: Arc<dyn Core<T>>,
+    task: ManuallyDrop<ARef<Task>>,
+    core: ManuallyDrop<Arc<dyn Core<T>>>,
 }
 
 impl<T> Handle<T> {
@@ -574,23 +630,46 @@ impl<T> Handle<T> {
         self.core.control()
     }
 
-    fn stop(&self) -> Exit<T> {
-        // SAFETY: By the type invariant; a handle has one owner, so stops are not concurrent.
-        unsafe { stop_thread(&self.task, &*self.core) }
+    /// Is the caller the thread itself? An owned handle is `Send`, so it can reach its own
+    /// thread, where stopping or joining would wait for itself forever.
+    fn is_current(&self) -> bool {
+        ptr::eq(self.task.as_ptr(), Task::current_raw())
     }
 
-    fn join(&self) -> Exit<T> {
+    fn stop(&self) -> Result<Exit<T>> {
+        if self.is_current() {
+            return Err(sys::edeadlk());
+        }
+        // SAFETY: By the type invariant; a handle has one owner, so stops are not concurrent.
+        Ok(unsafe { stop_thread(&self.task, &**self.core) })
+    }
+
+    fn join(&self) -> Result<Exit<T>> {
+        if self.is_current() {
+            return Err(sys::edeadlk());
+        }
         // SAFETY: As in `stop`; `join` is offered on started threads only.
-        unsafe { join_thread(&self.task, &*self.core) }
+        Ok(unsafe { join_thread(&self.task, &**self.core) })
     }
 }
 
 impl<T> Drop for Handle<T> {
     fn drop(&mut self) {
+        if self.is_current() {
+            // The thread drops its own handle: it cannot wait for its own exit, and it still
+            // uses the shared state. Leak both references; the thread runs on, as detached.
+            pr_warn!("kthread_rs: a thread dropped its own handle; it is left running\n");
+            return;
+        }
         kernel::task::might_sleep();
         // Stop-before-drop: the thread exits before the `Arc` (body, result) can be freed.
         // SAFETY: As in `Handle::stop`.
         unsafe { self.control().stop(&self.task) };
+        // SAFETY: Dropped once, here, and not used afterwards.
+        unsafe {
+            ManuallyDrop::drop(&mut self.core);
+            ManuallyDrop::drop(&mut self.task);
+        }
     }
 }
 
@@ -612,16 +691,7 @@ pub struct NewThread<T, P = Unparkable> {
 impl<T, P> NewThread<T, P> {
     /// Bind the thread to `cpu` (the C `kthread_bind()`); `EINVAL` for an impossible CPU.
     pub fn bind(&mut self, cpu: CpuId) -> Result<&mut Self> {
-        // SAFETY: `cpu_possible_mask` is a valid, static cpumask.
-        let possible = unsafe {
-            bindings::cpumask_test_cpu(
-                cpu.as_u32() as c_int,
-                &raw mut bindings::__cpu_possible_mask,
-            )
-        };
-        if !possible {
-            return Err(EINVAL);
-        }
+        check_possible(cpu)?;
         // SAFETY: The thread has not been woken yet (this type's purpose), as `kthread_bind()`
         // requires, and `cpu` is a possible CPU.
         unsafe { bindings::kthread_bind(self.handle.task.as_ptr(), cpu.as_u32()) };
@@ -671,10 +741,13 @@ impl<T, P> NewThread<T, P> {
     }
 }
 
-impl<T, P> Deref for NewThread<T, P> {
-    type Target = Task;
-    fn deref(&self) -> &Task {
-        &self.handle.task
+impl<T, P> NewThread<T, P> {
+    /// The new thread's pid.
+    ///
+    /// A `NewThread` does not give out its `Task`: `Task::wake_up` would start the thread
+    /// behind the configuration methods' back (H5).
+    pub fn pid(&self) -> kernel::task::Pid {
+        self.handle.task.pid()
     }
 }
 
@@ -713,15 +786,18 @@ impl<T> Thread<T> {
     ///
     /// The C `kthread_stop()`. Safe even if the body returned long ago: the handle holds its
     /// own task reference (H1). Tells a returned value from a body that never ran (H2).
-    pub fn stop(self) -> Exit<T> {
+    /// `EDEADLK` if called by the thread itself (it would wait for itself); the handle is then
+    /// dropped, which leaves the thread running.
+    pub fn stop(self) -> Result<Exit<T>> {
         self.handle.stop()
     }
 
     /// Wait until the body returns by itself (without asking it to stop), then reap it.
     ///
     /// Unlike [`Thread::stop`], this never sets `kthread_should_stop()` before the body has
-    /// returned, so it waits forever for a body that only ends when stopped.
-    pub fn join(self) -> Exit<T> {
+    /// returned, so it waits forever for a body that only ends when stopped. `EDEADLK` if
+    /// called by the thread itself.
+    pub fn join(self) -> Result<Exit<T>> {
         self.handle.join()
     }
 
@@ -755,10 +831,14 @@ pub struct ParkableThread<S> {
 impl<S> ParkableThread<S> {
     /// Park the thread and wait until it is parked (the C `kthread_park()`).
     ///
-    /// `EBUSY` if it is parked already, where the C function would WARN (H4).
+    /// `EBUSY` if it is parked already, where the C function would WARN (H4); `EDEADLK` if
+    /// called by the thread itself, which C would take as a request that it never honours.
     pub fn park(&mut self) -> Result {
         if self.parked {
             return Err(EBUSY);
+        }
+        if self.thread.handle.is_current() {
+            return Err(sys::edeadlk());
         }
         // SAFETY: The task is a live kthread (the handle's reference) that is not exiting: a
         // parkable thread runs until it is stopped, and stopping takes `self` by value.
@@ -782,7 +862,7 @@ impl<S> ParkableThread<S> {
     }
 
     /// Stop the thread (parked or not) and return its state; see [`Thread::stop`].
-    pub fn stop(self) -> Exit<S> {
+    pub fn stop(self) -> Result<Exit<S>> {
         self.thread.stop()
     }
 
@@ -898,10 +978,14 @@ fn new_thread<B: Body + 'static, P>(
     name: fmt::Arguments<'_>,
     body: B,
 ) -> Result<NewThread<B::Output, P>> {
-    let (task, shared) = create_raw(place, name, body)?;
+    let name = CString::try_from_fmt(name)?;
+    let (task, shared) = create_raw(place, &name, body)?;
     // INVARIANT: `task` runs `trampoline::<B>` on `shared`.
     Ok(NewThread {
-        handle: Handle { task, core: shared },
+        handle: Handle {
+            task: ManuallyDrop::new(task),
+            core: ManuallyDrop::new(shared),
+        },
         _kind: PhantomData,
     })
 }
@@ -982,12 +1066,13 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Context<'_>) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        // SAFETY: `Scope` is `!Sync`, so only this task touches `threads`, and no reference
-        // into it is held across this call.
-        let threads = unsafe { &mut *self.threads.get() };
+        // Format first: a `Display` of the name could spawn in this scope too.
+        let name = CString::try_from_fmt(name)?;
         // Make room first: once the thread exists, recording it must not fail.
-        threads.reserve(1, GFP_KERNEL)?;
-        let (task, shared) = create_raw(Place::Node(NUMA_NO_NODE), name, Once(f))?;
+        // SAFETY: `Scope` is `!Sync`, so only this task touches `threads`, and no other
+        // reference into it lives during this statement.
+        unsafe { (*self.threads.get()).reserve(1, GFP_KERNEL)? };
+        let (task, shared) = create_raw(Place::Node(NUMA_NO_NODE), &name, Once(f))?;
         let shared = Arc::into_raw(shared);
         let task_ptr: *const Task = &*task;
         // SAFETY: The entry made below keeps the `Arc` and the task reference until the end
@@ -1002,7 +1087,9 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             release: release::<Once<F>>,
         };
         // Cannot fail after `reserve`; if it did, `finish` would stop the thread.
-        threads.push_within_capacity(entry).map_err(|e| {
+        // SAFETY: As for `reserve` above; `create_raw` ran no code of the caller's.
+        let pushed = unsafe { (*self.threads.get()).push_within_capacity(entry) };
+        pushed.map_err(|e| {
             e.0.finish();
             ENOMEM
         })?;
@@ -1018,7 +1105,8 @@ impl<'scope, 'env> Scope<'scope, 'env> {
 }
 
 impl<T> ScopedThread<'_, T> {
-    /// Ask the thread to stop and wait for it; see [`Thread::stop`].
+    /// Ask the thread to stop and wait for it; see [`Thread::stop`]. Infallible: a scoped
+    /// handle is not `Send`, so it cannot reach its own thread.
     pub fn stop(self) -> Exit<T> {
         // SAFETY: By the type invariant. The handle and the scope live on one task (the
         // handle is `!Send`), so stops are not concurrent.
@@ -1116,17 +1204,26 @@ where
 /// # Ok::<(), Error>(())
 /// ```
 ///
+/// `init` runs in the CPU hotplug callback, under the hotplug lock: it must not take
+/// `cpus_read_lock()` (nor hotplug CPUs).
+pub struct PerCpuThreads<S: Send + 'static> {
+    inner: NonNull<PerCpuInner<S>>,
+}
+
+/// What the CPU hotplug callbacks see: kept apart from the handle, so that the handle's drop
+/// never holds a `&mut` to what a callback may be reading.
+///
 /// # Invariants
 ///
 /// - `state` is the dynamic, multi-instance CPU hotplug state set up for this set, and `node`
-///   is an instance of it exactly when `added` is true.
-/// - `threads` has `nr_cpu_ids` slots; slot `cpu` holds the thread bound to `cpu`, once made.
-#[pin_data(PinnedDrop)]
-pub struct PerCpuThreads<S: Send + 'static> {
+///   is an instance of it from the end of [`PerCpuThreads::new`] until drop.
+/// - `threads` has `nr_cpu_ids` slots; slot `cpu` holds the thread bound to `cpu` once made,
+///   except while a hotplug callback has it out to park, unpark or start it.
+#[pin_data]
+struct PerCpuInner<S: Send + 'static> {
     #[pin]
     node: Opaque<bindings::hlist_node>,
     state: bindings::cpuhp_state,
-    added: bool,
     name: &'static str,
     #[pin]
     threads: kernel::sync::Mutex<KVec<Option<ParkableThread<S>>>>,
@@ -1134,11 +1231,15 @@ pub struct PerCpuThreads<S: Send + 'static> {
     step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
 }
 
-// SAFETY: `node` is only touched by the CPU hotplug core, under its own locks; everything else
-// is `Send`, or behind the mutex.
+// SAFETY: The set owns `inner` (a `PerCpuInner`, whose parts are `Send`, or only touched by the
+// hotplug core under its locks).
 unsafe impl<S: Send + 'static> Send for PerCpuThreads<S> {}
 // SAFETY: Shared access only locks the mutex or reads fields that never change.
 unsafe impl<S: Send + 'static> Sync for PerCpuThreads<S> {}
+
+/// The multi-instance callback type, passed as the single-instance one.
+type MultiCb = unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int;
+type SingleCb = unsafe extern "C" fn(c_uint) -> c_int;
 
 impl<S: Send + 'static> PerCpuThreads<S> {
     /// Start one thread per online CPU, named `"<name>/<cpu>"`, and follow CPU hotplug.
@@ -1148,7 +1249,7 @@ impl<S: Send + 'static> PerCpuThreads<S> {
         name: &'static CStr,
         init: impl Fn(CpuId) -> S + Send + Sync + 'static,
         step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
-    ) -> Result<Pin<KBox<Self>>> {
+    ) -> Result<Self> {
         let name_str = name.to_str().map_err(|_| EINVAL)?;
         let init: KBox<dyn Fn(CpuId) -> S + Send + Sync> = KBox::new(init, GFP_KERNEL)?;
         let mut slots = KVec::with_capacity(kernel::cpu::nr_cpu_ids() as usize, GFP_KERNEL)?;
@@ -1164,24 +1265,17 @@ impl<S: Send + 'static> PerCpuThreads<S> {
                 bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
                 name.as_char_ptr(),
                 false,
-                Some(core::mem::transmute::<
-                    unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
-                    unsafe extern "C" fn(c_uint) -> c_int,
-                >(Self::startup)),
-                Some(core::mem::transmute::<
-                    unsafe extern "C" fn(c_uint, *mut bindings::hlist_node) -> c_int,
-                    unsafe extern "C" fn(c_uint) -> c_int,
-                >(Self::teardown)),
+                Some(core::mem::transmute::<MultiCb, SingleCb>(Self::startup)),
+                Some(core::mem::transmute::<MultiCb, SingleCb>(Self::teardown)),
                 true,
             )
         };
         // A dynamic state is returned as a positive number, an error as a negative one.
         let state = bindings::cpuhp_state::try_from(state).map_err(|_| Error::from_errno(state))?;
-        let mut set = KBox::pin_init(
-            pin_init!(Self {
+        let inner = KBox::pin_init(
+            pin_init!(PerCpuInner {
                 node: Opaque::uninit(),
                 state,
-                added: false,
                 name: name_str,
                 threads <- kernel::new_mutex!(slots),
                 init,
@@ -1193,62 +1287,127 @@ impl<S: Send + 'static> PerCpuThreads<S> {
             // SAFETY: `state` was set up above and has no instance.
             unsafe { bindings::__cpuhp_remove_state(state, false) };
         })?;
-        // Dropping `set` on error stops the threads made so far and removes the state.
-        // SAFETY: `node` is pinned in `set` and not an instance yet. Adding it calls `startup`
-        // on every online CPU (under the hotplug lock); on error the core has rolled back.
-        to_result(unsafe { bindings::__cpuhp_state_add_instance(state, set.node.get(), true) })?;
-        // INVARIANT: `node` is now an instance of `state`.
-        *set.as_mut().project().added = true;
+        // SAFETY: The allocation is never moved: it is freed through `KBox::from_raw` only.
+        let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(inner) });
+        // SAFETY: `KBox::into_raw` never returns null.
+        let inner = unsafe { NonNull::new_unchecked(raw) };
+        // INVARIANT: On success `node` is an instance of `state` from here on.
+        let set = PerCpuThreads { inner };
+        // SAFETY: `node` is pinned and not an instance yet. Adding it calls `startup` on every
+        // online CPU (under the hotplug lock); on error the core has rolled back, unlinked it.
+        let added = to_result(unsafe {
+            bindings::__cpuhp_state_add_instance(state, set.inner().node.get(), true)
+        });
+        if let Err(e) = added {
+            // SAFETY: No instance was added; no callback can see `inner`.
+            unsafe { set.free(false) };
+            core::mem::forget(set);
+            return Err(e);
+        }
         Ok(set)
     }
 
-    /// Is the thread of `cpu` parked because `cpu` is offline? `None` if `cpu` has no thread.
+    fn inner(&self) -> &PerCpuInner<S> {
+        // SAFETY: `inner` lives until `free`, called by drop (or by `new`, on a set never
+        // returned).
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// Is the thread of `cpu` parked because `cpu` is offline? `None` if `cpu` has no thread
+    /// (or a hotplug callback has it out this instant).
     pub fn is_parked(&self, cpu: CpuId) -> Option<bool> {
-        self.threads.lock()[cpu.as_u32() as usize]
+        self.inner().threads.lock()[cpu.as_u32() as usize]
             .as_ref()
             .map(|t| t.is_parked())
     }
 
     /// Wake the thread of `cpu` if it sleeps in [`Context::wait_until`].
     pub fn wake_up(&self, cpu: CpuId) {
-        if let Some(t) = &self.threads.lock()[cpu.as_u32() as usize] {
+        if let Some(t) = &self.inner().threads.lock()[cpu.as_u32() as usize] {
             t.wake_up();
         }
+    }
+
+    /// Remove the instance (if added) and the state, stop every thread, free `inner`.
+    ///
+    /// # Safety
+    ///
+    /// Called once; `inner` is not used afterwards.
+    unsafe fn free(&self, added: bool) {
+        let inner = self.inner();
+        if added {
+            // SAFETY: By the type invariant `node` is an instance of `state`. Not invoking the
+            // teardown callbacks: the threads are stopped below, parked or not. When this
+            // returns, no callback runs or will run on `node`.
+            unsafe {
+                bindings::__cpuhp_state_remove_instance(inner.state, inner.node.get(), false)
+            };
+        }
+        // SAFETY: `state` was set up by `new` and has no instance left.
+        unsafe { bindings::__cpuhp_remove_state(inner.state, false) };
+        // Stop every thread (dropping a handle stops it), without the mutex held.
+        let threads = core::mem::take(&mut *inner.threads.lock());
+        drop(threads);
+        // SAFETY: Made by `KBox::pin_init` and leaked in `new`; nothing refers to it now.
+        drop(unsafe { KBox::from_raw(self.inner.as_ptr()) });
     }
 
     /// The set behind a hotplug callback's node.
     ///
     /// # Safety
     ///
-    /// `node` is the `node` of a live `PerCpuThreads<S>`.
-    unsafe fn from_node<'a>(node: *mut bindings::hlist_node) -> &'a Self {
+    /// `node` is the `node` of a live `PerCpuInner<S>`.
+    unsafe fn from_node<'a>(node: *mut bindings::hlist_node) -> &'a PerCpuInner<S> {
         // SAFETY: By the safety requirement; `Opaque<hlist_node>` is transparent.
-        unsafe { &*kernel::container_of!(node.cast::<Opaque<bindings::hlist_node>>(), Self, node) }
+        unsafe {
+            &*kernel::container_of!(
+                node.cast::<Opaque<bindings::hlist_node>>(),
+                PerCpuInner<S>,
+                node
+            )
+        }
     }
 
-    /// CPU hotplug "online" callback: make and start the CPU's thread, or unpark it.
+    /// CPU hotplug "online" callback: make and start the CPU's thread, or re-bind and unpark
+    /// it. Runs under the hotplug lock, serialised with the other callbacks of the state.
     ///
     /// # Safety
     ///
-    /// Called by the hotplug core with a node of an instance, so a live set (invariant).
+    /// Called by the hotplug core with the node of an instance, so a live set (invariant).
     unsafe extern "C" fn startup(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: By the function's safety requirement.
         let this = unsafe { Self::from_node(node) };
         let Some(id) = CpuId::from_u32(cpu) else {
             return EINVAL.to_errno();
         };
-        let mut threads = this.threads.lock();
-        let slot = &mut threads[cpu as usize];
-        let r = match slot {
-            Some(t) => bind_parked(t, id).map(|()| t.unpark()),
+        // Out of the table while it blocks (create, park): a step may take the mutex.
+        let taken = this.threads.lock()[cpu as usize].take();
+        let r = match taken {
+            Some(mut t) => {
+                let r = set_affinity(t.as_ptr(), id);
+                t.unpark();
+                this.threads.lock()[cpu as usize] = Some(t);
+                r
+            }
             None => {
                 let body = PerCpuSteps {
                     cpu: id,
                     state: (this.init)(id),
                     step: this.step,
                 };
-                new_thread::<_, Parkable>(Place::Cpu(id), fmt!("{}/{}", this.name, cpu), body)
-                    .map(|t| *slot = Some(t.start()))
+                CString::try_from_fmt(fmt!("{}/{}", this.name, cpu))
+                    .and_then(|name| create_raw(Place::Cpu(id), &name, body))
+                    .map(|(task, shared)| {
+                        let t = NewThread::<S, Parkable> {
+                            handle: Handle {
+                                task: ManuallyDrop::new(task),
+                                core: ManuallyDrop::new(shared),
+                            },
+                            _kind: PhantomData,
+                        }
+                        .start();
+                        this.threads.lock()[cpu as usize] = Some(t);
+                    })
             }
         };
         match r {
@@ -1265,34 +1424,24 @@ impl<S: Send + 'static> PerCpuThreads<S> {
     unsafe extern "C" fn teardown(cpu: c_uint, node: *mut bindings::hlist_node) -> c_int {
         // SAFETY: By the function's safety requirement.
         let this = unsafe { Self::from_node(node) };
-        if let Some(Some(t)) = this.threads.lock().get_mut(cpu as usize) {
-            // Parking a thread that is already parked is a no-op error here, not a WARN.
+        let taken = this
+            .threads
+            .lock()
+            .get_mut(cpu as usize)
+            .and_then(Option::take);
+        if let Some(mut t) = taken {
+            // Parked already is `EBUSY` here, not a WARN; nothing else can fail.
             let _ = t.park();
+            this.threads.lock()[cpu as usize] = Some(t);
         }
         0
     }
 }
 
-/// Re-bind the parked thread `t` to `cpu`, which has just come (back) online.
-fn bind_parked<S>(t: &ParkableThread<S>, cpu: CpuId) -> Result {
-    let mut mask = kernel::cpumask::CpumaskVar::new_zero(GFP_KERNEL)?;
-    mask.set(cpu);
-    // SAFETY: The task is alive (the handle's reference); `mask` is a valid cpumask. Kernel
-    // threads may be bound to any online CPU this way, even with PF_NO_SETAFFINITY set.
-    to_result(unsafe { bindings::set_cpus_allowed_ptr(t.as_ptr(), mask.as_raw()) })
-}
-
-#[pinned_drop]
-impl<S: Send + 'static> PinnedDrop for PerCpuThreads<S> {
-    fn drop(self: Pin<&mut Self>) {
-        if self.added {
-            // SAFETY: By the type invariant `node` is an instance of `state`. Not invoking the
-            // teardown callbacks: the threads are stopped below, parked or not.
-            unsafe { bindings::__cpuhp_state_remove_instance(self.state, self.node.get(), false) };
-        }
-        // SAFETY: `state` was set up by `new` and has no instance left.
-        unsafe { bindings::__cpuhp_remove_state(self.state, false) };
-        // No callback can run now: stop every thread (dropping a handle stops it).
-        self.threads.lock().clear();
+impl<S: Send + 'static> Drop for PerCpuThreads<S> {
+    fn drop(&mut self) {
+        kernel::task::might_sleep();
+        // SAFETY: Called once, here; `inner` is not used afterwards.
+        unsafe { self.free(true) };
     }
 }

@@ -38,6 +38,7 @@
 
 use super::{sys, thread::NUMA_NO_NODE};
 use core::{
+    mem::ManuallyDrop,
     ops::Deref,
     ptr::{self, NonNull},
     sync::atomic::{AtomicPtr, Ordering},
@@ -154,9 +155,9 @@ impl WorkerRef<'_> {
 ///
 /// # Invariants
 ///
-/// `inner` is a pinned, live allocation owned by this handle.
+/// `inner` is a pinned, live allocation owned by this handle, dropped only by `Drop`.
 pub struct Worker {
-    inner: Pin<KBox<Inner>>,
+    inner: ManuallyDrop<Pin<KBox<Inner>>>,
 }
 
 impl Worker {
@@ -218,7 +219,9 @@ impl Worker {
         // SAFETY: `raw` was just made; 7.2 does not wake a new worker's thread.
         unsafe { bindings::wake_up_process((*raw.as_ptr()).task) };
         // INVARIANT: `raw` is woken and owned by `inner`, owned by this handle.
-        Ok(Worker { inner })
+        Ok(Worker {
+            inner: ManuallyDrop::new(inner),
+        })
     }
 
     /// The worker's thread.
@@ -389,6 +392,12 @@ impl Deref for Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if self.inner.on_worker() {
+            // A work drops its own worker: flushing and stopping would wait for this very
+            // work. Leave the worker running (leaked), as the C code cannot destroy it either.
+            pr_warn!("kthread_rs: a worker was dropped by one of its works; it is left running\n");
+            return;
+        }
         kernel::task::might_sleep();
         // INVARIANT: From here on nothing is queued: a work that tries gets `ESHUTDOWN`.
         *self.inner.closing.lock() = true;
@@ -399,6 +408,8 @@ impl Drop for Worker {
         // SAFETY: Nothing is pending or can be queued; no `&Inner` is used after this (works
         // get theirs only while they run, and none will run).
         unsafe { bindings::kthread_destroy_worker(self.inner.raw()) };
+        // SAFETY: Dropped once, here; not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
     }
 }
 

@@ -55,8 +55,9 @@ mod tests {
     use kernel::{
         bindings,
         cpu::{nr_cpu_ids, CpuId},
+        new_mutex,
         prelude::*,
-        sync::Arc,
+        sync::{Arc, Mutex},
         task::Task,
         time::{delay::fsleep, Delta, Instant, Monotonic},
     };
@@ -122,7 +123,7 @@ mod tests {
     #[test]
     fn spawn_join_returns_value() -> Result {
         let t = thread::spawn(fmt!("krs-join"), |_ctx| 6 * 7)?;
-        assert_eq!(t.join(), Exit::Returned(42));
+        assert_eq!(t.join()?, Exit::Returned(42));
         Ok(())
     }
 
@@ -133,7 +134,7 @@ mod tests {
             fsleep(ms(30));
             ctx.should_stop()
         })?;
-        assert_eq!(t.join(), Exit::Returned(false));
+        assert_eq!(t.join()?, Exit::Returned(false));
         Ok(())
     }
 
@@ -152,7 +153,7 @@ mod tests {
             loops
         })?;
         assert!(eventually(|| ran.load(SeqCst)));
-        assert!(matches!(t.stop(), Exit::Returned(_)));
+        assert!(matches!(t.stop()?, Exit::Returned(_)));
         Ok(())
     }
 
@@ -169,7 +170,7 @@ mod tests {
         assert!(eventually(|| done.load(SeqCst)));
         // Let the thread go all the way through do_exit() before stopping it.
         fsleep(ms(50));
-        assert_eq!(t.stop(), Exit::Returned(7));
+        assert_eq!(t.stop()?, Exit::Returned(7));
         Ok(())
     }
 
@@ -203,7 +204,7 @@ mod tests {
                 let _g = g;
                 Err::<u32, Error>(EINTR)
             })?;
-            match t.stop() {
+            match t.stop()? {
                 Exit::Returned(r) => {
                     assert_eq!(r, Err(EINTR));
                     returned += 1;
@@ -220,7 +221,7 @@ mod tests {
     #[test]
     fn body_returns_result() -> Result {
         let t = thread::spawn(fmt!("krs-err"), |_ctx| -> Result<u32> { Err(EINVAL) })?;
-        assert_eq!(t.join(), Exit::Returned(Err(EINVAL)));
+        assert_eq!(t.join()?, Exit::Returned(Err(EINVAL)));
         Ok(())
     }
 
@@ -260,10 +261,10 @@ mod tests {
     /// A '%' in the name is printed as is: the name is never used as a C format.
     #[test]
     fn percent_in_name_is_not_a_format() -> Result {
-        let t = thread::create(fmt!("krs%s%d%n"), |_ctx| ())?;
+        let t = thread::create(fmt!("krs%s%d%n"), |_ctx| ())?.start();
         assert_eq!(&comm(&t)[..], b"krs%s%d%n");
         let cpu = CpuId::from_u32(0).ok_or(EINVAL)?;
-        let u = thread::create_on_cpu(cpu, fmt!("krs%u%s"), |_ctx| ())?;
+        let u = thread::create_on_cpu(cpu, fmt!("krs%u%s"), |_ctx| ())?.start();
         assert_eq!(&comm(&u)[..], b"krs%u%s");
         Ok(())
     }
@@ -271,7 +272,7 @@ mod tests {
     /// A name longer than the comm keeps its first 15 bytes there.
     #[test]
     fn long_name_truncated_in_comm() -> Result {
-        let t = thread::create(fmt!("krs-a-very-long-thread-name"), |_ctx| ())?;
+        let t = thread::create(fmt!("krs-a-very-long-thread-name"), |_ctx| ())?.start();
         assert_eq!(&comm(&t)[..], b"krs-a-very-long");
         Ok(())
     }
@@ -282,7 +283,7 @@ mod tests {
         let t = thread::spawn(fmt!("krs-pid"), |_ctx| kernel::current!().pid())?;
         let pid = t.pid();
         assert!(pid > 0);
-        assert_eq!(t.join(), Exit::Returned(pid));
+        assert_eq!(t.join()?, Exit::Returned(pid));
         Ok(())
     }
 
@@ -296,7 +297,7 @@ mod tests {
             }
             let mut t = thread::create(fmt!("krs-bind/{cpu}"), |_ctx| current_cpu())?;
             t.bind(CpuId::from_u32(cpu).ok_or(EINVAL)?)?;
-            assert_eq!(t.start().join(), Exit::Returned(cpu));
+            assert_eq!(t.start().join()?, Exit::Returned(cpu));
         }
         Ok(())
     }
@@ -317,7 +318,7 @@ mod tests {
             .ok_or(EINVAL)?;
         let cpu = CpuId::from_u32(last).ok_or(EINVAL)?;
         let t = thread::create_on_cpu(cpu, fmt!("krs-oncpu"), |_ctx| current_cpu())?;
-        assert_eq!(t.start().join(), Exit::Returned(last));
+        assert_eq!(t.start().join()?, Exit::Returned(last));
         Ok(())
     }
 
@@ -325,9 +326,9 @@ mod tests {
     #[test]
     fn create_on_node_checks_node() -> Result {
         let a = thread::create_on_node(NUMA_NO_NODE, fmt!("krs-node"), |_ctx| 1)?;
-        assert_eq!(a.start().join(), Exit::Returned(1));
+        assert_eq!(a.start().join()?, Exit::Returned(1));
         let b = thread::create_on_node(0, fmt!("krs-node0"), |_ctx| 2)?;
-        assert_eq!(b.start().join(), Exit::Returned(2));
+        assert_eq!(b.start().join()?, Exit::Returned(2));
         assert!(thread::create_on_node(-5, fmt!("krs-bad"), |_ctx| 3).is_err());
         assert!(thread::create_on_node(1 << 20, fmt!("krs-bad"), |_ctx| 3).is_err());
         Ok(())
@@ -344,7 +345,7 @@ mod tests {
         assert_eq!(t.set_nice(-21).err(), Some(EINVAL));
         t.set_nice(10)?;
         // DEFAULT_PRIO (120) + nice.
-        assert_eq!(t.start().join(), Exit::Returned(130));
+        assert_eq!(t.start().join()?, Exit::Returned(130));
         Ok(())
     }
 
@@ -364,12 +365,12 @@ mod tests {
         let mut t = thread::create(fmt!("krs-fifo"), body)?;
         t.set_fifo();
         assert_eq!(
-            t.start().join(),
+            t.start().join()?,
             Exit::Returned((bindings::SCHED_FIFO, bindings::MAX_RT_PRIO / 2))
         );
         let mut t = thread::create(fmt!("krs-fifo-low"), body)?;
         t.set_fifo_low();
-        assert_eq!(t.start().join(), Exit::Returned((bindings::SCHED_FIFO, 1)));
+        assert_eq!(t.start().join()?, Exit::Returned((bindings::SCHED_FIFO, 1)));
         Ok(())
     }
 
@@ -382,10 +383,10 @@ mod tests {
             unsafe { (*Task::current_raw()).flags & bindings::PF_NOFREEZE != 0 }
         };
         let t = thread::spawn(fmt!("krs-nofrz"), body)?;
-        assert_eq!(t.join(), Exit::Returned(true));
+        assert_eq!(t.join()?, Exit::Returned(true));
         let mut t = thread::create(fmt!("krs-frz"), body)?;
         t.set_freezable();
-        assert_eq!(t.start().join(), Exit::Returned(false));
+        assert_eq!(t.start().join()?, Exit::Returned(false));
         Ok(())
     }
 
@@ -404,7 +405,7 @@ mod tests {
         t.set_freezable();
         let t = t.start();
         fsleep(ms(20));
-        assert_eq!(t.stop(), Exit::Returned((true, false)));
+        assert_eq!(t.stop()?, Exit::Returned((true, false)));
         Ok(())
     }
 
@@ -419,7 +420,7 @@ mod tests {
         fsleep(ms(20));
         go.store(true, SeqCst);
         t.wake_up();
-        assert_eq!(t.join(), Exit::Returned(Wake::Condition));
+        assert_eq!(t.join()?, Exit::Returned(Wake::Condition));
         Ok(())
     }
 
@@ -431,7 +432,7 @@ mod tests {
             let why = ctx.wait_until(|| false, Some(ms(30)));
             (why, start.elapsed().as_millis() >= 30)
         })?;
-        assert_eq!(t.join(), Exit::Returned((Wake::Timeout, true)));
+        assert_eq!(t.join()?, Exit::Returned((Wake::Timeout, true)));
         Ok(())
     }
 
@@ -446,7 +447,7 @@ mod tests {
         })?;
         assert!(eventually(|| asleep.load(SeqCst)));
         fsleep(ms(10));
-        assert_eq!(t.stop(), Exit::Returned(Wake::Stop));
+        assert_eq!(t.stop()?, Exit::Returned(Wake::Stop));
         Ok(())
     }
 
@@ -457,7 +458,7 @@ mod tests {
             fsleep(ms(5));
             ctx.should_park()
         })?;
-        assert_eq!(t.join(), Exit::Returned(false));
+        assert_eq!(t.join()?, Exit::Returned(false));
         Ok(())
     }
 
@@ -486,7 +487,7 @@ mod tests {
         t.unpark();
         assert!(!t.is_parked());
         assert!(eventually(|| seen.load(SeqCst) > parked_at + 3));
-        assert!(matches!(t.stop(), Exit::Returned(n) if n > parked_at));
+        assert!(matches!(t.stop()?, Exit::Returned(n) if n > parked_at));
         Ok(())
     }
 
@@ -501,6 +502,33 @@ mod tests {
         t.unpark();
         t.park()?;
         t.unpark();
+        Ok(())
+    }
+
+    /// A parkable thread that reaches its own handle cannot park itself: `EDEADLK` (C would
+    /// set the flag and return 0, the thread never parking), and the handle stays usable.
+    #[test]
+    fn park_self_refused() -> Result {
+        type Slot = Mutex<Option<thread::ParkableThread<u32>>>;
+        let slot: Arc<Slot> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
+        let result = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let (sl, r) = (slot.clone(), result.clone());
+        let t = thread::spawn_parkable(fmt!("krs-pself"), 0u32, move |n, ctx| {
+            if *n == 0 {
+                if let Some(me) = Option::as_mut(&mut sl.lock()) {
+                    let e = me.park().err().map_or(0, |e| e.to_errno());
+                    r.store(e.unsigned_abs(), SeqCst);
+                    *n = 1;
+                }
+            }
+            ctx.sleep(ms(1));
+            ControlFlow::Continue(())
+        })?;
+        *slot.lock() = Some(t);
+        assert!(eventually(|| result.load(SeqCst) != 0));
+        assert_eq!(result.load(SeqCst), bindings::EDEADLK);
+        let t = slot.lock().take().ok_or(EINVAL)?;
+        assert_eq!(t.stop()?, Exit::Returned(1));
         Ok(())
     }
 
@@ -523,7 +551,7 @@ mod tests {
         assert!(eventually(|| seen.load(SeqCst) > 0));
         t.park()?;
         let at = seen.load(SeqCst);
-        assert_eq!(t.stop(), Exit::Returned(at));
+        assert_eq!(t.stop()?, Exit::Returned(at));
         Ok(())
     }
 
@@ -543,7 +571,7 @@ mod tests {
         t.park()?;
         t.unpark();
         t.park()?;
-        assert_eq!(t.stop(), Exit::Returned(5));
+        assert_eq!(t.stop()?, Exit::Returned(5));
         Ok(())
     }
 
@@ -613,7 +641,7 @@ mod tests {
         assert!(eventually(|| running.load(SeqCst) == 200));
         let mut sum = 0u32;
         while let Some(t) = threads.pop() {
-            if let Exit::Returned(i) = t.stop() {
+            if let Exit::Returned(i) = t.stop()? {
                 sum += i;
             }
         }
@@ -740,7 +768,7 @@ mod tests {
                     failed += 1;
                 }
                 Ok(t) => {
-                    assert_eq!(t.join(), Exit::Returned(nth));
+                    assert_eq!(t.join()?, Exit::Returned(nth));
                     made += 1;
                 }
             }
@@ -759,6 +787,11 @@ mod tests {
     }
 
     fn per_cpu_step(s: &mut PerCpu, ctx: &thread::Context<'_>) -> ControlFlow<()> {
+        // The pattern of C per-CPU threads: inside a step it must not park with migration
+        // disabled (that would hang the CPU's offlining); the step loop parks after the step.
+        if ctx.should_park() {
+            ctx.parkme();
+        }
         if current_cpu() != s.cpu {
             s.wrong_cpu.fetch_add(1, SeqCst);
         }
@@ -769,7 +802,7 @@ mod tests {
 
     /// A running per-CPU set, with the per-CPU step counts and the wrong-CPU count.
     struct Fixture {
-        set: Pin<KBox<thread::PerCpuThreads<PerCpu>>>,
+        set: thread::PerCpuThreads<PerCpu>,
         steps: Arc<[AtomicU32; 8]>,
         wrong: Arc<AtomicU32>,
     }

@@ -19,5 +19,5 @@ fn control() -> Result<u32> {
         let _ = s.spawn(fmt!("cf-s"), |_ctx| v + 1)?.join();
         Ok(())
     })?;
-    Ok(t.stop().returned().unwrap_or(0))
+    Ok(t.stop()?.returned().unwrap_or(0))
 }

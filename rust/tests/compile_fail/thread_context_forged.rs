@@ -1,4 +1,4 @@
-// expect: E0451
+// expect: cannot construct `thread::Context
 // H3: a context token cannot be made outside the thread trampoline: there is no constructor
 // and its fields are private.
 use crate::kthread_rs::thread;

@@ -885,6 +885,29 @@ fn to_result(err: c_int) -> Result {
 
 /// Create a thread named `name` that will run `f`, on any CPU and node; start it with
 /// [`NewThread::start`] after configuring it.
+///
+/// # Examples
+///
+/// ```ignore
+/// use kernel::cpu::CpuId;
+/// use kthread_rs::thread::{self, Exit};
+///
+/// // A low-priority housekeeping thread on CPU 0 that returns a status.
+/// let mut t = thread::create(fmt!("mydrv-house"), |ctx| -> Result<u32> {
+///     let mut rounds = 0;
+///     while !ctx.should_stop() {
+///         rounds += 1;
+///         ctx.sleep(kernel::time::Delta::from_millis(50));
+///     }
+///     Ok(rounds)
+/// })?;
+/// t.bind(CpuId::from_u32(0).ok_or(EINVAL)?)?.set_nice(10)?;
+/// let t = t.start();
+/// if let Exit::Returned(status) = t.stop()? {
+///     let _rounds = status?;
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 pub fn create<F, T>(name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
@@ -961,6 +984,26 @@ where
 }
 
 /// Create and start a parkable thread; see [`create_parkable`].
+///
+/// # Examples
+///
+/// ```ignore
+/// use core::ops::ControlFlow;
+/// use kthread_rs::thread::{self, Exit};
+///
+/// // Poll a device every 10 ms; park it while the device is suspended.
+/// let mut poller = thread::spawn_parkable(fmt!("mydrv-poll"), 0u64, |polls, ctx| {
+///     *polls += 1;
+///     ctx.sleep(kernel::time::Delta::from_millis(10));
+///     ControlFlow::Continue(())
+/// })?;
+/// poller.park()?; // suspend: returns once the thread is parked
+/// poller.unpark(); // resume
+/// if let Exit::Returned(polls) = poller.stop()? {
+///     pr_info!("{polls} polls\n");
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 pub fn spawn_parkable<S, F>(
     name: fmt::Arguments<'_>,
     state: S,

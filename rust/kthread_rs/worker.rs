@@ -41,16 +41,16 @@ use core::{
     mem::ManuallyDrop,
     ops::Deref,
     ptr::{self, NonNull},
-    sync::atomic::{AtomicPtr, Ordering},
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
 };
 use kernel::{
     bindings,
     cpu::CpuId,
     error::from_err_ptr,
-    fmt, new_spinlock,
+    fmt,
     prelude::*,
     str::CString,
-    sync::{Arc, LockClassKey, SpinLock},
+    sync::{Arc, LockClassKey},
     task::Task,
     time::{msecs_to_jiffies, Delta},
     types::Opaque,
@@ -75,19 +75,24 @@ pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
 /// # Invariants
 ///
 /// - `raw` is a worker made by `kthread_create_worker_on_*()` and woken; it is destroyed only
-///   by [`Worker`]'s drop, after which no `&Inner` is used.
-/// - While `closing` is true, nothing is queued on `raw`.
-#[pin_data]
+///   by [`Worker`]'s drop. `Inner` itself lives on (in an `Arc`) while an item is bound to it,
+///   so that its address identifies its worker exactly; `raw` is used only through the live
+///   `Worker` or by a work that the live worker runs.
+/// - `gate`: bit 0 is set once the worker is closing; the rest counts the queueing calls in
+///   flight (in units of 2). Once the bit is set and the count is zero, nothing is queued on
+///   `raw` any more.
 struct Inner {
     raw: NonNull<bindings::kthread_worker>,
-    #[pin]
-    closing: SpinLock<bool>,
+    gate: AtomicUsize,
 }
 
-// SAFETY: The C worker is made for concurrent use (its own lock); `closing` is a lock.
+// SAFETY: The C worker is made for concurrent use (its own lock); `gate` is atomic.
 unsafe impl Send for Inner {}
 // SAFETY: As for `Send`.
 unsafe impl Sync for Inner {}
+
+const CLOSING: usize = 1;
+const IN_FLIGHT: usize = 2;
 
 impl Inner {
     fn raw(&self) -> *mut bindings::kthread_worker {
@@ -102,14 +107,27 @@ impl Inner {
         ptr::eq(task, Task::current_raw())
     }
 
-    /// Bind `owner` (an item's) to this worker, or check that it is bound to it (H10).
-    fn bind(&self, owner: &AtomicPtr<Inner>) -> Result {
-        let me = ptr::from_ref(self).cast_mut();
-        match owner.compare_exchange(ptr::null_mut(), me, Ordering::AcqRel, Ordering::Acquire) {
+    /// Bind `owner` (an item's) to this worker, or check that it is bound to it (H10). The
+    /// item then holds a reference to `this`, so that the address is never reused by another
+    /// worker while the item exists.
+    fn bind(this: &Arc<Inner>, owner: &AtomicPtr<Inner>) -> Result {
+        let me = Arc::as_ptr(this).cast_mut();
+        if owner.load(Ordering::Acquire) == me {
+            return Ok(());
+        }
+        let mine = Arc::into_raw(this.clone()).cast_mut();
+        match owner.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(()),
-            Err(other) if other == me => Ok(()),
-            // The C code would WARN: a kthread_work must not be used with two workers.
-            Err(_) => Err(EINVAL),
+            Err(other) => {
+                // SAFETY: `mine` came from `Arc::into_raw` above and was not stored.
+                drop(unsafe { Arc::from_raw(mine) });
+                if other == me {
+                    Ok(())
+                } else {
+                    // The C code would WARN: a kthread_work must not be used with two workers.
+                    Err(EINVAL)
+                }
+            }
         }
     }
 
@@ -118,19 +136,39 @@ impl Inner {
         ptr::eq(owner.load(Ordering::Acquire), self)
     }
 
-    /// Run `f` (a queueing call) unless the worker is closing; `ESHUTDOWN` if it is.
+    /// Run `f` (a queueing call) unless the worker is closing; `ESHUTDOWN` if it is. Lock-free,
+    /// so that queueing works in any context, as in C.
     fn queue_with(&self, f: impl FnOnce() -> bool) -> Result<bool> {
-        let closing = self.closing.lock();
-        if *closing {
+        if self.gate.fetch_add(IN_FLIGHT, Ordering::AcqRel) & CLOSING != 0 {
+            self.gate.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
             return Err(sys::eshutdown());
         }
-        Ok(f())
+        let r = f();
+        self.gate.fetch_sub(IN_FLIGHT, Ordering::AcqRel);
+        Ok(r)
+    }
+
+    /// Refuse new work, and wait until the queueing calls in flight are done.
+    fn close(&self) {
+        self.gate.fetch_or(CLOSING, Ordering::AcqRel);
+        while self.gate.load(Ordering::Acquire) & !CLOSING != 0 {
+            kernel::time::delay::fsleep(Delta::from_micros(10));
+        }
+    }
+}
+
+/// Drop the reference to its worker's `Inner` that a bound item holds.
+fn unbind(owner: &AtomicPtr<Inner>) {
+    let p = owner.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: A non-null owner came from `Arc::into_raw` in `Inner::bind`.
+        drop(unsafe { Arc::from_raw(p) });
     }
 }
 
 /// A worker as seen by the works it runs: lets a work queue more work on its own worker.
 pub struct WorkerRef<'a> {
-    inner: &'a Inner,
+    inner: &'a Arc<Inner>,
 }
 
 impl WorkerRef<'_> {
@@ -157,7 +195,7 @@ impl WorkerRef<'_> {
 ///
 /// `inner` is a pinned, live allocation owned by this handle, dropped only by `Drop`.
 pub struct Worker {
-    inner: ManuallyDrop<Pin<KBox<Inner>>>,
+    inner: ManuallyDrop<Arc<Inner>>,
 }
 
 impl Worker {
@@ -201,11 +239,11 @@ impl Worker {
 
     fn start(raw: *mut bindings::kthread_worker) -> Result<Self> {
         let raw = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
-        let inner = KBox::pin_init(
-            pin_init!(Inner {
+        let inner = Arc::new(
+            Inner {
                 raw,
-                closing <- new_spinlock!(false),
-            }),
+                gate: AtomicUsize::new(0),
+            },
             GFP_KERNEL,
         );
         let inner = match inner {
@@ -213,7 +251,7 @@ impl Worker {
             Err(e) => {
                 // SAFETY: `raw` is a worker that was never woken and has no work.
                 unsafe { bindings::kthread_destroy_worker(raw.as_ptr()) };
-                return Err(e);
+                return Err(e.into());
             }
         };
         // SAFETY: `raw` was just made; 7.2 does not wake a new worker's thread.
@@ -259,20 +297,23 @@ impl Worker {
         delay: Delta,
     ) -> Result<bool> {
         let inner = &*self.inner;
-        inner.bind(&work.owner)?;
+        Inner::bind(inner, &work.owner)?;
+        // The reference for a new queue entry must exist before C can run the work: with a
+        // zero delay, the worker may run it before `kthread_mod_delayed_work()` returns.
+        let p = Arc::into_raw(work.clone());
         let r = inner.queue_with(|| {
             // SAFETY: `work` is bound to this live worker, and initialised (`DelayedWork`'s
-            // invariant). When this returns false it queued an idle work: that queue entry
-            // takes the reference given here; when true, the entry that existed stays.
-            let was_pending = unsafe {
+            // invariant). When this returns false it queued an idle work, whose entry takes
+            // the reference `p`; when true, the entry that existed stays and `p` is unused.
+            unsafe {
                 bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
-            };
-            if !was_pending {
-                let _ = Arc::into_raw(work.clone());
             }
-            was_pending
-        })?;
-        Ok(r)
+        });
+        if !matches!(r, Ok(false)) {
+            // SAFETY: Not taken by a new queue entry: `p` is still ours.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+        r
     }
 
     /// Wait until `work`, if pending or running, has run (the C `kthread_flush_work()`).
@@ -394,19 +435,23 @@ impl Drop for Worker {
     fn drop(&mut self) {
         if self.inner.on_worker() {
             // A work drops its own worker: flushing and stopping would wait for this very
-            // work. Leave the worker running (leaked), as the C code cannot destroy it either.
+            // work. Refuse new work and leave the worker running (leaked): the C code cannot
+            // destroy it from there either. As with `mem::forget`, the module must not be
+            // unloaded while its works can still run.
+            self.inner.gate.fetch_or(CLOSING, Ordering::AcqRel);
             pr_warn!("kthread_rs: a worker was dropped by one of its works; it is left running\n");
             return;
         }
         kernel::task::might_sleep();
         // INVARIANT: From here on nothing is queued: a work that tries gets `ESHUTDOWN`.
-        *self.inner.closing.lock() = true;
+        self.inner.close();
         self.cancel_all_delayed();
         // SAFETY: The worker is live; flushing runs the works that are still pending, so
         // that each gets its reference back.
         unsafe { bindings::kthread_flush_worker(self.inner.raw()) };
-        // SAFETY: Nothing is pending or can be queued; no `&Inner` is used after this (works
-        // get theirs only while they run, and none will run).
+        // SAFETY: Nothing is pending or can be queued; `raw` is not used after this (works use
+        // it only while the worker runs them, and none will run; bound items keep `Inner`, not
+        // `raw`, and reach `raw` only through a live `Worker` that owns them).
         unsafe { bindings::kthread_destroy_worker(self.inner.raw()) };
         // SAFETY: Dropped once, here; not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.inner) };
@@ -425,8 +470,8 @@ fn jiffies(d: Delta) -> c_ulong {
     msecs_to_jiffies(u32::try_from(d.as_millis().max(0)).unwrap_or(u32::MAX))
 }
 
-fn queue<T: WorkItem>(inner: &Inner, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
-    if let Err(e) = inner.bind(&work.owner) {
+fn queue<T: WorkItem>(inner: &Arc<Inner>, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+    if let Err(e) = Inner::bind(inner, &work.owner) {
         return Err((e, work));
     }
     let raw_work = work.work.get();
@@ -443,11 +488,11 @@ fn queue<T: WorkItem>(inner: &Inner, work: Arc<Work<T>>) -> Result<(), (Error, A
 }
 
 fn queue_delayed<T: DelayedWorkItem>(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     work: Arc<DelayedWork<T>>,
     delay: Delta,
 ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
-    if let Err(e) = inner.bind(&work.owner) {
+    if let Err(e) = Inner::bind(inner, &work.owner) {
         return Err((e, work));
     }
     let dwork = work.dwork_ptr();
@@ -474,7 +519,7 @@ fn queue_delayed<T: DelayedWorkItem>(
 /// - `work` is initialised with `func` = `work_fn::<T>`, and `self` is inside an `Arc`.
 /// - Each pending queue entry of `work` holds one reference from `Arc::into_raw`.
 /// - `owner` is null until the first queue, then the worker the item is bound to.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub struct Work<T> {
     #[pin]
     work: Opaque<bindings::kthread_work>,
@@ -514,6 +559,13 @@ impl<T> Deref for Work<T> {
     }
 }
 
+#[pinned_drop]
+impl<T> PinnedDrop for Work<T> {
+    fn drop(self: Pin<&mut Self>) {
+        unbind(&self.owner);
+    }
+}
+
 /// `kthread_init_work()`: zero the work, an empty list node, and `func`.
 ///
 /// # Safety
@@ -543,10 +595,17 @@ unsafe extern "C" fn work_fn<T: WorkItem>(w: *mut bindings::kthread_work) {
         unsafe { kernel::container_of!(w.cast::<Opaque<bindings::kthread_work>>(), Work<T>, work) };
     // SAFETY: The queue entry that the worker just took held this reference (invariant).
     let work = unsafe { Arc::from_raw(item.cast_const()) };
-    // SAFETY: A queued item is bound to the live worker running it; the worker's drop waits
-    // for it (flush) before freeing `Inner`.
-    let inner = unsafe { &*work.owner.load(Ordering::Acquire) };
-    T::run(work, &WorkerRef { inner });
+    let inner = owner_of(&work.owner);
+    T::run(work, &WorkerRef { inner: &inner });
+}
+
+/// The `Arc<Inner>` of the worker that an item (being run by it) is bound to.
+fn owner_of(owner: &AtomicPtr<Inner>) -> Arc<Inner> {
+    let p = owner.load(Ordering::Acquire);
+    // SAFETY: A queued item is bound (`owner` non-null, from `Arc::into_raw`), and stays bound
+    // while it exists; the item is alive (the run's reference). Take a new reference.
+    let borrowed = ManuallyDrop::new(unsafe { Arc::from_raw(p) });
+    Arc::clone(&borrowed)
 }
 
 /// The start of every [`DelayedWork`]: the C delayed work and type-erased reference counting,
@@ -569,7 +628,7 @@ struct DelayedHeader {
 /// As for [`Work`]; `dwork` starts with a `DelayedHeader` whose timer runs
 /// `kthread_delayed_work_timer_fn()` with `TIMER_IRQSAFE`.
 #[repr(C)]
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub struct DelayedWork<T> {
     #[pin]
     dwork: Opaque<DelayedHeader>,
@@ -584,6 +643,29 @@ unsafe impl<T: Send + Sync> Send for DelayedWork<T> {}
 unsafe impl<T: Send + Sync> Sync for DelayedWork<T> {}
 
 /// Make a [`DelayedWork`] holding `data`, with a timer lock class of this call site.
+///
+/// # Examples
+///
+/// ```ignore
+/// use kernel::{sync::Arc, time::Delta};
+/// use kthread_rs::worker::{DelayedWork, DelayedWorkItem, Worker, WorkerRef};
+///
+/// // A watchdog that fires unless it is pushed back in time.
+/// struct Watchdog;
+///
+/// impl DelayedWorkItem for Watchdog {
+///     fn run(_work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+///         pr_warn!("mydrv: watchdog expired\n");
+///     }
+/// }
+///
+/// let worker = Worker::create(fmt!("mydrv-wd"))?;
+/// let wd = crate::new_delayed_work!(Watchdog)?;
+/// worker.queue_delayed(wd.clone(), Delta::from_secs(5)).map_err(|(e, _)| e)?;
+/// worker.mod_delayed(&wd, Delta::from_secs(5))?; // pet it
+/// worker.cancel_delayed_sync(&wd)?; // done: it will not fire
+/// # Ok::<(), Error>(())
+/// ```
 #[macro_export]
 macro_rules! new_delayed_work {
     ($data:expr $(,)?) => {
@@ -644,6 +726,13 @@ impl<T> Deref for DelayedWork<T> {
     }
 }
 
+#[pinned_drop]
+impl<T> PinnedDrop for DelayedWork<T> {
+    fn drop(self: Pin<&mut Self>) {
+        unbind(&self.owner);
+    }
+}
+
 /// Take a reference to the `DelayedWork<T>` that starts with `h`.
 ///
 /// # Safety
@@ -676,9 +765,8 @@ unsafe extern "C" fn delayed_work_fn<T: DelayedWorkItem>(w: *mut bindings::kthre
     // header and item.
     // SAFETY: As in `work_fn`.
     let work = unsafe { Arc::from_raw(w.cast_const().cast::<DelayedWork<T>>()) };
-    // SAFETY: As in `work_fn`.
-    let inner = unsafe { &*work.owner.load(Ordering::Acquire) };
-    T::run(work, &WorkerRef { inner });
+    let inner = owner_of(&work.owner);
+    T::run(work, &WorkerRef { inner: &inner });
 }
 
 /// The closure of [`Worker::queue_fn`], taken by its one run.

@@ -374,6 +374,46 @@ mod tests {
         Ok(())
     }
 
+    /// `mod_delayed` with no delay, the caller dropping its reference at once: the reference of
+    /// the new queue entry exists before the worker can run the work (KASAN would report a
+    /// use-after-free otherwise), and every item is freed exactly once.
+    #[test]
+    fn mod_delayed_zero_delay_then_drop() -> Result {
+        let w = Worker::create(fmt!("krs-mod0"))?;
+        let drops = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
+        for _ in 0..100 {
+            let item = crate::new_delayed_work!(Count {
+                runs: AtomicU32::new(0),
+                drops: drops.clone(),
+            })?;
+            assert_eq!(w.mod_delayed(&item, Delta::from_millis(0)), Ok(false));
+            drop(item);
+        }
+        w.flush_all()?;
+        assert!(eventually(|| drops.load(SeqCst) == 100));
+        Ok(())
+    }
+
+    /// H10: an item bound to a worker that has been dropped is refused by a new worker (it
+    /// keeps its old worker's identity alive, so a new worker never takes its address), and
+    /// flush and cancel on the new worker leave it alone.
+    #[test]
+    fn item_of_dropped_worker_refused() -> Result {
+        let (item, _drops) = count()?;
+        let a = Worker::create(fmt!("krs-old"))?;
+        a.queue(item.clone()).map_err(|(e, _)| e)?;
+        a.flush(&item)?;
+        drop(a);
+        let b = Worker::create(fmt!("krs-new"))?;
+        let r = b.queue(item.clone());
+        assert!(matches!(&r, Err((e, _)) if *e == EINVAL));
+        drop(r);
+        b.flush(&item)?;
+        assert_eq!(b.cancel_sync(&item), Ok(false));
+        assert_eq!(item.runs.load(SeqCst), 1);
+        Ok(())
+    }
+
     /// Cancel of a pending delayed work: `Ok(true)`, never runs, reference back.
     #[test]
     fn cancel_delayed_pending() -> Result {

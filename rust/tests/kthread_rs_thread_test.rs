@@ -12,6 +12,9 @@ use kernel::prelude::*;
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
 
+#[path = "common.rs"]
+mod common;
+
 module! {
     type: ThreadTest,
     name: "kthread_rs_thread_test",
@@ -48,6 +51,7 @@ impl kernel::Module for ThreadTest {
 #[kunit_tests(kthread_rs_thread)]
 mod tests {
     use super::kthread_rs::thread::{self, Exit, Wake, NUMA_NO_NODE};
+    use crate::common::{cpu_online, eventually, ms};
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst},
@@ -61,10 +65,6 @@ mod tests {
         task::Task,
         time::{delay::fsleep, Delta, Instant, Monotonic},
     };
-
-    fn ms(n: i64) -> Delta {
-        Delta::from_millis(n)
-    }
 
     /// Counts its drops: owned by a closure, it tells whether the closure was freed.
     struct DropCount(Arc<AtomicUsize>);
@@ -96,27 +96,8 @@ mod tests {
         v
     }
 
-    fn cpu_online(cpu: u32) -> bool {
-        // SAFETY: `cpu_online_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
-        cpu < nr_cpu_ids()
-            && unsafe {
-                bindings::cpumask_test_cpu(cpu as c_int, &raw mut bindings::__cpu_online_mask)
-            }
-    }
-
     fn current_cpu() -> u32 {
         CpuId::current().as_u32()
-    }
-
-    /// Poll `cond` every millisecond for up to 10 s; tells whether it became true.
-    fn eventually(cond: impl Fn() -> bool) -> bool {
-        for _ in 0..10_000 {
-            if cond() {
-                return true;
-            }
-            fsleep(ms(1));
-        }
-        cond()
     }
 
     /// `spawn` runs the body, and `join` returns its value once it returned by itself.

@@ -11,6 +11,9 @@ use kernel::prelude::*;
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
 
+#[path = "common.rs"]
+mod common;
+
 module! {
     type: WorkerTest,
     name: "kthread_rs_worker_test",
@@ -33,6 +36,7 @@ mod tests {
         thread,
         worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
     };
+    use crate::common::{cpu_online, eventually, ms};
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
     use kernel::{
         bindings,
@@ -43,28 +47,6 @@ mod tests {
         task::Task,
         time::{delay::fsleep, Delta, Instant, Monotonic},
     };
-
-    fn ms(n: i64) -> Delta {
-        Delta::from_millis(n)
-    }
-
-    fn eventually(cond: impl Fn() -> bool) -> bool {
-        for _ in 0..10_000 {
-            if cond() {
-                return true;
-            }
-            fsleep(ms(1));
-        }
-        cond()
-    }
-
-    fn cpu_online(cpu: u32) -> bool {
-        // SAFETY: `cpu_online_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
-        cpu < nr_cpu_ids()
-            && unsafe {
-                bindings::cpumask_test_cpu(cpu as c_int, &raw mut bindings::__cpu_online_mask)
-            }
-    }
 
     /// Counts its runs; drops are counted too, to show that every reference came back.
     struct Count {

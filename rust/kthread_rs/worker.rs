@@ -303,9 +303,11 @@ impl Worker {
         let p = Arc::into_raw(work.clone());
         let r = inner.queue_with(|| {
             // SAFETY: `work` is bound to this live worker, and initialised (`DelayedWork`'s
-            // invariant). When this returns false it queued an idle work, whose entry takes
-            // the reference `p`; when true, the entry that existed stays and `p` is unused.
+            // invariant). First let a timer callback that already runs finish as usual (see
+            // `cancel_delayed`). Then, when C returns false it queued an idle work, whose entry
+            // takes the reference `p`; when true, the entry that existed stays, `p` unused.
             unsafe {
+                bindings::timer_delete_sync(&raw mut (*work.dwork_ptr()).timer);
                 bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
             }
         });
@@ -366,7 +368,7 @@ impl Worker {
             return Ok(false);
         }
         // SAFETY: `work` is initialised and bound to this live worker.
-        let was_pending = unsafe { bindings::kthread_cancel_delayed_work_sync(work.dwork_ptr()) };
+        let was_pending = unsafe { cancel_delayed(work.dwork_ptr()) };
         if was_pending {
             // SAFETY: As in `cancel_sync`.
             drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
@@ -414,7 +416,7 @@ impl Worker {
             unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
             let Some(h) = header else { break };
             // SAFETY: `h` is alive (our reference), initialised, and bound to this worker.
-            if unsafe { bindings::kthread_cancel_delayed_work_sync(&raw mut (*h).dwork) } {
+            if unsafe { cancel_delayed(&raw mut (*h).dwork) } {
                 // SAFETY: The cancelled entry's queue reference is now ours.
                 unsafe { ((*h).release)(h) };
             }
@@ -455,6 +457,27 @@ impl Drop for Worker {
         unsafe { bindings::kthread_destroy_worker(self.inner.raw()) };
         // SAFETY: Dropped once, here; not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.inner) };
+    }
+}
+
+/// `kthread_cancel_delayed_work_sync()`, made to report every pending entry it removes.
+///
+/// C cancels the timer with `work->canceling` raised; a timer callback that was already running
+/// then drops the work from its list without queueing it, and the cancel reports "not pending":
+/// the entry's queue reference would leak. Deleting the timer first, with nothing raised, lets
+/// such a callback finish as usual (the work moves to the work list), so C's cancel sees the
+/// entry. (Two cancellers of one work at once can still meet the C behaviour: then a reference
+/// leaks, never a use-after-free.)
+///
+/// # Safety
+///
+/// `dwork` is an initialised delayed work bound to a live worker.
+unsafe fn cancel_delayed(dwork: *mut bindings::kthread_delayed_work) -> bool {
+    // SAFETY: By the function's safety requirement; the timer is initialised. Deleting a
+    // pending timer leaves the work on the delayed list, where the C cancel below finds it.
+    unsafe {
+        bindings::timer_delete_sync(&raw mut (*dwork).timer);
+        bindings::kthread_cancel_delayed_work_sync(dwork)
     }
 }
 

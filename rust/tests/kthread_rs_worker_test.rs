@@ -412,6 +412,35 @@ mod tests {
         Ok(())
     }
 
+    /// Cancel racing with the timer, 600 times, the cancel swept across the timer's expiry:
+    /// every queue's reference comes back, whether the work ran or was cancelled, and the item
+    /// is freed exactly once. The narrowest race (a timer callback spinning on the worker's
+    /// lock while C's cancel raises `canceling`, after which C reports "not pending" for a work
+    /// it dropped) was not hit here with or without the fix in `cancel_delayed`: this case
+    /// checks the accounting, the fix rests on reading kernel/kthread.c.
+    #[test]
+    fn cancel_races_timer_no_leak() -> Result {
+        let w = Worker::create(fmt!("krs-crace"))?;
+        let (item, drops) = delayed_count()?;
+        let (mut queued, mut cancelled) = (0u32, 0u32);
+        for i in 0..600u32 {
+            if w.queue_delayed(item.clone(), Delta::from_millis(1)).is_ok() {
+                queued += 1;
+            }
+            // 0 to 7.75 ms: around the expiry of a one-jiffy timer at HZ=250.
+            kernel::time::delay::udelay(Delta::from_micros(i64::from(i % 32) * 250));
+            if w.cancel_delayed_sync(&item)? {
+                cancelled += 1;
+            }
+        }
+        w.flush_all()?;
+        assert_eq!(item.runs.load(SeqCst) + cancelled, queued);
+        drop(w);
+        drop(item);
+        assert_eq!(drops.load(SeqCst), 1);
+        Ok(())
+    }
+
     /// H9: dropping a worker with pending normal and delayed work: no WARN from
     /// `kthread_destroy_worker()`, the normal work runs, the delayed work is cancelled, and
     /// every reference comes back (kmemleak).

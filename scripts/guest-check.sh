@@ -34,6 +34,14 @@ for ko in "$@"; do
 	fi
 done
 
+# H19: one real freeze cycle (tasks and kthreads frozen for 5 s, then thawed), while the
+# thread test module's freezer probes run; they report at rmmod, checked below.
+freeze_ok=
+if [ -w /sys/power/pm_test ] && echo "$loaded" | grep -q kthread_rs_thread_test; then
+	echo freezer > /sys/power/pm_test && echo mem > /sys/power/state && freeze_ok=1
+	echo none > /sys/power/pm_test
+fi
+
 # kmemleak reports only objects older than 5 s, and needs two scans to be sure.
 if [ -e $dbg/kmemleak ]; then
 	sleep 6
@@ -48,6 +56,19 @@ if [ -e $dbg/kmemleak ]; then
 	sleep 6
 	echo scan > $dbg/kmemleak; sleep 1; echo scan > $dbg/kmemleak
 	cat $dbg/kmemleak > "$out/kmemleak.unloaded"
+fi
+if echo "$loaded" | grep -q kthread_rs_thread_test; then
+	line=$(dmesg | grep -o 'freezer probe: freezable frozen=-\?[0-9]* plain frozen=-\?[0-9]*' | tail -n1)
+	f=$(echo "$line" | sed -n 's/.*freezable frozen=\(-\?[0-9]*\).*/\1/p')
+	p=$(echo "$line" | sed -n 's/.*plain frozen=\(-\?[0-9]*\).*/\1/p')
+	{
+		echo "KTAP version 1"
+		echo "1..2"
+		if [ -n "$freeze_ok" ] && [ "${f:-0}" -ge 1 ]; then r=ok; else r="not ok"; fi
+		echo "$r 1 freezer_cycle_freezes_freezable_thread # frozen=${f:-none} cycle=${freeze_ok:-failed}"
+		if [ -n "$freeze_ok" ] && [ "${p:--1}" = 0 ]; then r=ok; else r="not ok"; fi
+		echo "$r 2 freezer_cycle_skips_plain_thread # frozen=${p:-none}"
+	} > "$out/ktap.guest.freezer"
 fi
 echo "kthread-rs: guest done" > /dev/kmsg
 dmesg > "$out/dmesg"

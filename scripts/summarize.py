@@ -52,7 +52,9 @@ def main(out):
     parts = {}
     for f in sorted(out.glob("ktap.*")):
         suite = f.name.split(".", 2)[2]
-        counts = parts.setdefault(f"kunit {suite}", [0, 0, 0])
+        # ktap.<module>.<suite> from KUnit; ktap.guest.<check> from the guest script.
+        source = "guest" if f.name.startswith("ktap.guest.") else "kunit"
+        counts = parts.setdefault(f"{source} {suite}", [0, 0, 0])
         for name, st in ktap_cases(f.read_text(errors="replace")):
             if st == "pass":
                 passed += 1
@@ -63,7 +65,7 @@ def main(out):
             else:
                 failed += 1
                 counts[1] += 1
-                problems.append(f"FAIL kunit {suite}: {name}")
+                problems.append(f"FAIL {source} {suite}: {name}")
     for cf in sorted(out.glob("*.results")):
         for line in cf.read_text().splitlines():
             status, _, name = line.partition(" ")

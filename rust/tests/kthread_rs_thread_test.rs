@@ -30,8 +30,54 @@ static MODULE_THREAD_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// so it must have exited before `rmmod` frees that code. Dropping the module's state at rmmod
 /// drops the handle, which stops the thread and waits for it; a thread still running then
 /// would execute freed memory, an oops or KASAN report that fails `make check`.
+///
+/// It also owns two freezer probes (H19): threads that count how often
+/// `freezable_should_stop()` found them frozen, one made freezable and one not. The guest
+/// script runs a real freeze cycle (`pm_test=freezer`) after the KUnit suites; the counts are
+/// printed at rmmod and checked there (scripts/guest-check.sh).
 struct ThreadTest {
     _ticker: kthread_rs::thread::Thread<u64>,
+    freezable: Option<kthread_rs::thread::Thread<u32>>,
+    plain: Option<kthread_rs::thread::Thread<u32>>,
+}
+
+/// A freezer probe: polls `freezable_should_stop()` between short uninterruptible sleeps
+/// (which the freezer waits out), and returns how often it was frozen.
+fn freezer_probe(freezable: bool) -> Result<kthread_rs::thread::Thread<u32>> {
+    let name = if freezable {
+        "krs-frz-probe"
+    } else {
+        "krs-nofrz-probe"
+    };
+    let mut t = kthread_rs::thread::create(fmt!("{name}"), |ctx| {
+        let mut frozen = 0u32;
+        loop {
+            let mut was_frozen = false;
+            if ctx.freezable_should_stop(Some(&mut was_frozen)) {
+                break frozen;
+            }
+            if was_frozen {
+                frozen += 1;
+            }
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(10));
+        }
+    })?;
+    if freezable {
+        t.set_freezable();
+    }
+    Ok(t.start())
+}
+
+impl Drop for ThreadTest {
+    fn drop(&mut self) {
+        use kthread_rs::thread::Exit;
+        let count = |t: Option<kthread_rs::thread::Thread<u32>>| match t.map(|t| t.stop()) {
+            Some(Ok(Exit::Returned(n))) => i64::from(n),
+            _ => -1,
+        };
+        let (f, p) = (count(self.freezable.take()), count(self.plain.take()));
+        pr_info!("freezer probe: freezable frozen={f} plain frozen={p}\n");
+    }
 }
 
 impl kernel::Module for ThreadTest {
@@ -44,7 +90,11 @@ impl kernel::Module for ThreadTest {
             }
             MODULE_THREAD_TICKS.load(Relaxed)
         })?;
-        Ok(ThreadTest { _ticker: ticker })
+        Ok(ThreadTest {
+            _ticker: ticker,
+            freezable: Some(freezer_probe(true)?),
+            plain: Some(freezer_probe(false)?),
+        })
     }
 }
 

@@ -7,5 +7,7 @@ set -euo pipefail
 KSRC=$(bash "$KRS_ROOT/scripts/fetch-kernel.sh" | tail -n1)
 cd "$KRS_ROOT"
 # --check prints the diff and fails when a file is not formatted.
-find rust samples -name '*.rs' -print0 | xargs -0 "$KRS_BIN/rustfmt" --edition 2021 \
+# (samples/ may not exist yet: a clean clone has no empty directories.)
+dirs=$(for d in rust samples; do [ -d "$d" ] && echo "$d"; done)
+find $dirs -name '*.rs' -print0 | xargs -0 "$KRS_BIN/rustfmt" --edition 2021 \
 	--config-path "$KSRC/.rustfmt.toml" ${1:-}

@@ -33,3 +33,14 @@ pub(crate) fn cpu_online(cpu: u32) -> bool {
     cpu < nr_cpu_ids()
         && unsafe { bindings::cpumask_test_cpu(cpu as c_int, &raw mut bindings::__cpu_online_mask) }
 }
+
+/// Run `f` with failslab set to fail the `nth` fault-injectable allocation of this task (the
+/// guest enables failslab for GFP_KERNEL, with nothing failing unless a task asks).
+pub(crate) fn with_fail_nth<R>(nth: u32, f: impl FnOnce() -> R) -> R {
+    // SAFETY: `fail_nth` of `current` is only used by fault injection, in this task.
+    unsafe { (*kernel::task::Task::current_raw()).fail_nth = nth };
+    let r = f();
+    // SAFETY: As above.
+    unsafe { (*kernel::task::Task::current_raw()).fail_nth = 0 };
+    r
+}

@@ -101,7 +101,7 @@ impl kernel::Module for ThreadTest {
 #[kunit_tests(kthread_rs_thread)]
 mod tests {
     use super::kthread_rs::thread::{self, Exit, Wake, NUMA_NO_NODE};
-    use crate::common::{cpu_online, eventually, ms};
+    use crate::common::{cpu_online, eventually, ms, with_fail_nth};
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst},
@@ -785,14 +785,12 @@ mod tests {
         let (mut failed, mut made) = (0usize, 0usize);
         for nth in 1..=12u32 {
             let g = DropCount(drops.clone());
-            // SAFETY: `fail_nth` of `current` is only used by fault injection, in this task.
-            unsafe { (*Task::current_raw()).fail_nth = nth };
-            let r = thread::spawn(fmt!("krs-fail/{nth}"), move |_ctx| {
-                let _g = g;
-                nth
+            let r = with_fail_nth(nth, || {
+                thread::spawn(fmt!("krs-fail/{nth}"), move |_ctx| {
+                    let _g = g;
+                    nth
+                })
             });
-            // SAFETY: As above.
-            unsafe { (*Task::current_raw()).fail_nth = 0 };
             match r {
                 Err(e) => {
                     assert_eq!(e, ENOMEM);

@@ -36,7 +36,7 @@ mod tests {
         thread,
         worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
     };
-    use crate::common::{cpu_online, eventually, ms};
+    use crate::common::{cpu_online, eventually, ms, with_fail_nth};
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
     use kernel::{
         bindings,
@@ -669,11 +669,7 @@ mod tests {
     fn create_fails_cleanly_under_failslab() -> Result {
         let (mut failed, mut made) = (0, 0);
         for nth in 1..=10u32 {
-            // SAFETY: `fail_nth` of `current` is only used by fault injection, in this task.
-            unsafe { (*Task::current_raw()).fail_nth = nth };
-            let r = Worker::create(fmt!("krs-wfail/{nth}"));
-            // SAFETY: As above.
-            unsafe { (*Task::current_raw()).fail_nth = 0 };
+            let r = with_fail_nth(nth, || Worker::create(fmt!("krs-wfail/{nth}")));
             match r {
                 Err(e) => {
                     assert_eq!(e, ENOMEM);

@@ -346,31 +346,39 @@ impl Worker {
     ///
     /// `EDEADLK` from a work running on this worker (H11).
     pub fn cancel_sync<T: WorkItem>(&self, work: &Work<T>) -> Result<bool> {
-        self.refuse_own_thread()?;
-        if !self.inner.owns(&work.owner) {
-            return Ok(false);
-        }
-        // SAFETY: `work` is initialised and bound to this live worker.
-        let was_pending = unsafe { bindings::kthread_cancel_work_sync(work.work.get()) };
-        if was_pending {
-            // SAFETY: The cancelled queue entry held a reference from `Arc::into_raw`, which
-            // is now ours; the caller's reference keeps the item alive meanwhile.
-            drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
-        }
-        Ok(was_pending)
+        // SAFETY: Called only once `work` is known to be bound to this live worker; it is
+        // initialised (type invariant).
+        self.cancel_with(work, &work.owner, || unsafe {
+            bindings::kthread_cancel_work_sync(work.work.get())
+        })
     }
 
     /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
     /// `kthread_cancel_delayed_work_sync()`); see [`Worker::cancel_sync`].
     pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
+        // SAFETY: As in `cancel_sync`.
+        self.cancel_with(work, &work.owner, || unsafe {
+            cancel_delayed(work.dwork_ptr())
+        })
+    }
+
+    /// The shared part of the cancels: refuse the worker's own thread, leave items of other
+    /// workers alone, and drop the reference of the queue entry that `cancel` (a C cancel
+    /// that returns whether the work was pending) removed.
+    fn cancel_with<W>(
+        &self,
+        work: &W,
+        owner: &AtomicPtr<Inner>,
+        cancel: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         self.refuse_own_thread()?;
-        if !self.inner.owns(&work.owner) {
+        if !self.inner.owns(owner) {
             return Ok(false);
         }
-        // SAFETY: `work` is initialised and bound to this live worker.
-        let was_pending = unsafe { cancel_delayed(work.dwork_ptr()) };
+        let was_pending = cancel();
         if was_pending {
-            // SAFETY: As in `cancel_sync`.
+            // SAFETY: The cancelled queue entry held a reference from `Arc::into_raw` of the
+            // item `work` is, which is now ours; the caller's reference keeps the item alive.
             drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
         }
         Ok(was_pending)
@@ -498,16 +506,10 @@ fn queue<T: WorkItem>(inner: &Arc<Inner>, work: Arc<Work<T>>) -> Result<(), (Err
         return Err((e, work));
     }
     let raw_work = work.work.get();
-    let p = Arc::into_raw(work);
-    // SAFETY: `raw_work` is initialised and bound to this live worker. On success the queue
-    // holds the reference `p`, which `work_fn` takes back.
-    match inner.queue_with(|| unsafe { bindings::kthread_queue_work(inner.raw(), raw_work) }) {
-        Ok(true) => Ok(()),
-        // SAFETY: Not queued: `p` is still ours.
-        Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),
-        // SAFETY: As above.
-        Err(e) => Err((e, unsafe { Arc::from_raw(p) })),
-    }
+    // SAFETY: `raw_work` is initialised and bound to this live worker.
+    hand_over(inner, work, || unsafe {
+        bindings::kthread_queue_work(inner.raw(), raw_work)
+    })
 }
 
 fn queue_delayed<T: DelayedWorkItem>(
@@ -519,12 +521,25 @@ fn queue_delayed<T: DelayedWorkItem>(
         return Err((e, work));
     }
     let dwork = work.dwork_ptr();
-    let p = Arc::into_raw(work);
     // SAFETY: As in `queue`; the timer was set up by `DelayedWork::new` as the C macro does.
-    let queued = inner.queue_with(|| unsafe {
+    hand_over(inner, work, || unsafe {
         bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
-    });
-    match queued {
+    })
+}
+
+/// Hand one reference of `work` to a queue entry made by `call` (a C queueing function that
+/// returns whether it queued): the reference is the entry's, which its run takes back; if
+/// nothing was queued (`EBUSY`: pending already; or the worker is closing) it comes back.
+///
+/// `call` uses a raw pointer taken before: once queued, the item may run and be freed before
+/// `call` returns, so no reference to it may live across the call.
+fn hand_over<W>(
+    inner: &Inner,
+    work: Arc<W>,
+    call: impl FnOnce() -> bool,
+) -> Result<(), (Error, Arc<W>)> {
+    let p = Arc::into_raw(work);
+    match inner.queue_with(call) {
         Ok(true) => Ok(()),
         // SAFETY: Not queued: `p` is still ours.
         Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),

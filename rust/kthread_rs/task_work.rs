@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Task work: run a callback in the context of a given user task.
+//!
+//! C header: [`include/linux/task_work.h`](srctree/include/linux/task_work.h)
+//!
+//! [`add`] queues a callback with `task_work_add()`; the target task runs it itself, with
+//! `current` being that task, when it next goes through one of these points:
+//!
+//! - [`Notify::Resume`]: on its way back to user mode (or into a guest). A task blocked in the
+//!   kernel runs it only after whatever it waits for has happened.
+//! - [`Notify::Signal`]: like a signal: a task blocked in an interruptible sleep is woken (its
+//!   system call sees `signal_pending()`, returns, and is restarted if it can be), and a task
+//!   running on another CPU is sent an IPI.
+//! - [`Notify::SignalNoIpi`]: like `Signal` (an interruptible sleep is woken all the same), but a
+//!   task running on another CPU is not sent an IPI: it runs the callback the next time it
+//!   enters or leaves the kernel anyway (at the latest, at its next timer interrupt). The C
+//!   comment says only "doesn't send a reschedule IPI"; `__set_notify_signal()` does call
+//!   `wake_up_state(task, TASK_INTERRUPTIBLE)`, and the tests show it.
+//! - and, in every mode, when the task exits: after its `mm` and files are gone ([`at_exit`]).
+//!
+//! Callbacks queued on one task may run in any order (the C list is LIFO). The C mode
+//! `TWA_NMI_CURRENT` (valid only for `current` in NMI context) and `TWA_NONE` are not offered.
+//!
+//! # Ownership and module lifetime
+//!
+//! A callback is any `Send + 'static` value that implements [`Callback`]; every
+//! `FnOnce() + Send + 'static` closure does. It is moved into one allocation with the C
+//! `callback_head`, and from then on it runs exactly once, or is handed back (by a failed [`add`],
+//! or by [`Pending::cancel`]), or is dropped when its allocation is freed: never two of these.
+//!
+//! `task_work_cancel()` and its siblings are not exported to modules, so once a callback is
+//! queued, the C code will call it. Its code is in this module; so each queued callback holds a
+//! reference on the module (`try_module_get()`), which it drops as its very last action, and
+//! `rmmod` is refused while any callback is still queued. A cancel through the [`Pending`] handle
+//! takes the callback out, so that when the task later calls it, it only frees the allocation and
+//! drops the module reference. One window remains that no module can close: the return
+//! instruction of the C-called function after `module_put()`. The kernel closes the same window
+//! for kthreads with `module_put_and_kthread_exit()`, and has no such helper for task work. The
+//! function ends in a tail call to `module_put()` so that, when the compiler emits it as a jump,
+//! nothing of this module runs after the reference is gone.
+//!
+//! # Kernel threads
+//!
+//! A kernel thread never returns to user mode: a callback queued on it would run only when it
+//! exits, after `kthread_stop()` has already returned to whoever waits for it. The same holds for
+//! user workers (io_uring and vhost threads, `PF_USER_WORKER`). [`add`] refuses both with
+//! `EINVAL`, and gives the callback back. KUnit test bodies run in kthreads, so they can only
+//! queue callbacks on user tasks.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! use kernel::prelude::*;
+//! use kthread_rs::task_work::{self, Notify};
+//!
+//! // Called in a system call: finish the job when this process returns to user mode.
+//! let buf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
+//! task_work::add(kernel::current!(), Notify::Resume, move || {
+//!     pr_info!("{} bytes, in pid {}\n", buf.len(), kernel::current!().pid());
+//! })
+//! .map_err(|(e, _callback)| e)?;
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! A callback that can be called off:
+//!
+//! ```ignore
+//! use kernel::{prelude::*, task::Task};
+//! use kthread_rs::task_work::{self, Notify};
+//!
+//! fn defer(task: &Task) -> Result<task_work::Pending<impl task_work::Callback>> {
+//!     task_work::add_cancelable(task, Notify::Signal, || pr_info!("ran\n")).map_err(|(e, _)| e)
+//! }
+//!
+//! let pending = defer(kernel::current!())?;
+//! // Not run yet (this task has not returned to user mode): take it back.
+//! if let Some(callback) = pending.cancel() {
+//!     drop(callback);
+//! }
+//! # Ok::<(), Error>(())
+//! ```
+
+use core::{
+    cell::UnsafeCell,
+    mem::ManuallyDrop,
+    ptr,
+    sync::atomic::{AtomicBool, Ordering},
+};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::{Arc, UniqueArc},
+    task::Task,
+    types::Opaque,
+};
+
+/// How the target task is told that it has a callback to run (`enum task_work_notify_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notify {
+    /// `TWA_RESUME`: run on the task's next return to user mode.
+    Resume,
+    /// `TWA_SIGNAL`: interrupt the task like a signal would, then run.
+    Signal,
+    /// `TWA_SIGNAL_NO_IPI`: as `Signal`, but a task running on another CPU is not interrupted.
+    SignalNoIpi,
+}
+
+impl Notify {
+    fn as_raw(self) -> bindings::task_work_notify_mode {
+        match self {
+            Notify::Resume => bindings::task_work_notify_mode_TWA_RESUME,
+            Notify::Signal => bindings::task_work_notify_mode_TWA_SIGNAL,
+            Notify::SignalNoIpi => bindings::task_work_notify_mode_TWA_SIGNAL_NO_IPI,
+        }
+    }
+}
+
+/// What a queued callback does, in the target task.
+pub trait Callback: Send + 'static {
+    /// Run once, with `current` being the target task, in process context (it may sleep).
+    /// [`at_exit`] tells whether the task is exiting.
+    fn run(self);
+}
+
+impl<F: FnOnce() + Send + 'static> Callback for F {
+    fn run(self) {
+        self()
+    }
+}
+
+/// Is the current task exiting (`PF_EXITING`)? A callback that runs at exit finds the task's
+/// `mm` and files already released: no user copies, no file descriptors.
+pub fn at_exit() -> bool {
+    task_flags(Task::current_raw()) & bindings::PF_EXITING != 0
+}
+
+/// `task->flags`, read once.
+fn task_flags(task: *mut bindings::task_struct) -> u32 {
+    // SAFETY: `task` is a live task (`current`, or a `&Task`), and `flags` is a plain word that
+    // the kernel reads the same way from other tasks; the bits tested here do not change under
+    // us once the task runs, except `PF_EXITING`, which is set once and never cleared.
+    unsafe { ptr::read_volatile(&raw const (*task).flags) }
+}
+
+/// One queued callback: the C `callback_head`, linked into the target's `task_works` list, and
+/// the callback.
+///
+/// # Invariants
+///
+/// - `work` holds the callback while `taken` is false. Whoever swaps `taken` from false to true
+///   (see [`Node::take`]) owns the callback from then on; nothing else touches `work`.
+/// - Once `head` has been handed to `task_work_add()` successfully, the C code owns one `Arc`
+///   reference and one module reference, both given back by [`run`].
+struct Node<W> {
+    head: Opaque<bindings::callback_head>,
+    taken: AtomicBool,
+    work: UnsafeCell<ManuallyDrop<W>>,
+}
+
+// SAFETY: The callback is only ever moved out (once) and dropped, never shared (the
+// invariants), so a `Node` may be used from any thread when the callback is `Send`.
+unsafe impl<W: Send> Send for Node<W> {}
+// SAFETY: As above: `&Node` gives access to the callback only through the atomic `taken`.
+unsafe impl<W: Send> Sync for Node<W> {}
+
+impl<W> Node<W> {
+    /// Take the callback out: the first caller gets it, every later one gets `None`.
+    fn take(&self) -> Option<W> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: `taken` was false, so `work` still holds the callback, and this call set it
+        // to true: no other caller ever reads `work` (type invariant).
+        Some(unsafe { ManuallyDrop::take(&mut *self.work.get()) })
+    }
+}
+
+impl<W> Drop for Node<W> {
+    fn drop(&mut self) {
+        // A callback that was neither run, cancelled nor handed back is dropped with its node.
+        drop(self.take());
+    }
+}
+
+/// Queue `work` to run in the context of `task`; see the [module documentation](self).
+///
+/// May sleep: the node is allocated with `GFP_KERNEL`.
+///
+/// On error the callback comes back untouched with the error:
+/// - `EINVAL`: `task` is a kernel thread or a user worker, which never returns to user mode;
+/// - `ESRCH`: `task` is past the point in its exit where it runs task work;
+/// - `ENOMEM`: the allocation failed;
+/// - `ENODEV`: this module is being unloaded.
+pub fn add<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<(), (Error, W)> {
+    add_node(task, notify, work).map(drop)
+}
+
+/// As [`add`], and return a handle that can take the callback back while it has not started.
+pub fn add_cancelable<W: Callback>(
+    task: &Task,
+    notify: Notify,
+    work: W,
+) -> Result<Pending<W>, (Error, W)> {
+    add_node(task, notify, work).map(|node| Pending { node })
+}
+
+fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Node<W>>, (Error, W)> {
+    if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
+        return Err((EINVAL, work));
+    }
+    let node = match UniqueArc::new_uninit(GFP_KERNEL) {
+        Ok(node) => node,
+        Err(_) => return Err((ENOMEM, work)),
+    };
+    let node: Arc<Node<W>> = node
+        .write(Node {
+            head: Opaque::uninit(),
+            // INVARIANT: `work` holds the callback and `taken` is false.
+            taken: AtomicBool::new(false),
+            work: UnsafeCell::new(ManuallyDrop::new(work)),
+        })
+        .into();
+    let module = crate::THIS_MODULE.as_ptr();
+    // SAFETY: `module` is this module, which is live: this code runs in it.
+    if !unsafe { bindings::try_module_get(module) } {
+        return Err((ENODEV, give_back(node)));
+    }
+    // The reference that the C code holds until it calls `run`.
+    let raw = Arc::into_raw(node.clone());
+    let head = node.head.get();
+    // SAFETY: `head` is in the node, which the leaked reference keeps alive and in place; no
+    // one else has seen it yet.
+    unsafe { bindings::init_task_work(head, Some(run::<W>)) };
+    // SAFETY: `task` is a live task (the caller's reference). `head` is initialised and stays
+    // valid until `run` gives back the reference leaked above. `notify` is a valid mode other
+    // than `TWA_NMI_CURRENT`.
+    let ret = unsafe { bindings::task_work_add(task.as_ptr(), head, notify.as_raw()) };
+    if ret != 0 {
+        // SAFETY: The C code did not take `head`, so the reference leaked above is still ours,
+        // and so is the module reference.
+        unsafe {
+            drop(Arc::from_raw(raw));
+            bindings::module_put(module);
+        }
+        return Err((Error::from_errno(ret), give_back(node)));
+    }
+    // INVARIANT: The C code now holds the leaked reference and the module reference.
+    Ok(node)
+}
+
+/// The callback of a node that was never queued.
+fn give_back<W>(node: Arc<Node<W>>) -> W {
+    node.taken.store(true, Ordering::Relaxed);
+    // SAFETY: The node was never queued and no handle was made, so this is the only reference,
+    // and `taken` was false: the callback is there and no one else reads it. `taken` is now
+    // true, so the node's drop does not drop the callback again.
+    let work = unsafe { ManuallyDrop::take(&mut *node.work.get()) };
+    drop(node);
+    work
+}
+
+/// The C-called function of every queued callback (`task_work_func_t`): run the callback if it
+/// is still there, free the node, and drop the module reference, last, in a tail call.
+///
+/// # Safety
+///
+/// `head` is the `head` of a `Node<W>` that [`add_node`] queued, and the C code calls this once.
+unsafe extern "C" fn run<W: Callback>(head: *mut bindings::callback_head) {
+    // SAFETY: By the safety requirement.
+    unsafe { run_and_free::<W>(head) };
+    // SAFETY: `add_node` took this reference for this call. This is the function's last call and
+    // it has no frame to tear down, so the compiler makes it a jump: `module_put()` returns
+    // straight to the C code (`scripts/check-tail-call.sh` checks the built modules).
+    unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) }
+}
+
+/// The body of [`run`], kept out of it so that `run` has no frame.
+///
+/// # Safety
+///
+/// As for [`run`].
+#[inline(never)]
+unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
+    // SAFETY: By the safety requirement `head` is in a `Node<W>` (`Opaque` is transparent), and
+    // the reference that `add_node` leaked for this call is ours now.
+    let node = unsafe {
+        Arc::from_raw(kernel::container_of!(
+            head.cast::<Opaque<bindings::callback_head>>(),
+            Node<W>,
+            head
+        ))
+    };
+    if let Some(work) = node.take() {
+        work.run();
+    }
+}
+
+/// A queued callback that the caller can still call off.
+///
+/// Dropping the handle leaves the callback queued: it will run.
+pub struct Pending<W: Callback> {
+    node: Arc<Node<W>>,
+}
+
+impl<W: Callback> Pending<W> {
+    /// Take the callback back if it has not started: the target task will then find an empty
+    /// node, which it only frees (releasing this module's reference). Returns `None` if the
+    /// callback has started or was taken back already.
+    pub fn cancel(&self) -> Option<W> {
+        self.node.take()
+    }
+}

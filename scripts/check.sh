@@ -24,6 +24,20 @@ krs_phase "check: building the modules"
 bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 || {
 	cat "$out/build.log"; echo "0 passed, 1 failed"; exit 1; }
 
+# H17: task_work's trampoline must leave the module by a tail call to module_put().
+bash "$KRS_ROOT/scripts/check-tail-call.sh" $( { find "$KRS_ROOT/rust/tests" "$KRS_ROOT/samples" \
+	-name '*.ko' 2>/dev/null || true; } | sort) > "$out/tail-call.results"
+
+# The user programs that drive the misc devices of some test modules: rust/tests/user/<module>.c
+# becomes out/check/user/<module>, which guest-check.sh runs after loading <module>.
+krs_phase "check: building the user programs"
+mkdir -p "$out/user"
+for src in "$KRS_ROOT"/rust/tests/user/*.c; do
+	[ -e "$src" ] || continue
+	gcc -O2 -Wall -Wextra -Werror -pthread -o "$out/user/$(basename "$src" .c)" "$src" \
+		>> "$out/build.log" 2>&1 || echo "user program $(basename "$src") did not build (see out/check/build.log)" >> "$out/errors"
+done
+
 n=$(python3 "$KRS_ROOT/scripts/doc-examples.py" "$KRS_ROOT/rust/kthread_rs" "$out/doc-examples")
 krs_phase "check: compile-fail cases and the $n rustdoc examples"
 bash "$KRS_ROOT/scripts/compile-fail.sh" "$KRS_ROOT/rust/tests/compile_fail" "$out/doc-examples" \

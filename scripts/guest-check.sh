@@ -34,6 +34,16 @@ for ko in "$@"; do
 	fi
 done
 
+# Modules tested from user space: their program (out/user/<module>, built by check.sh) prints
+# KTAP. It may unload its module (the task_work test checks that rmmod waits for callbacks).
+for name in $loaded; do
+	prog=$out/user/$name
+	[ -x "$prog" ] || continue
+	echo "kthread-rs: running user program $name" > /dev/kmsg
+	"$prog" > "$out/ktap.guest.$name" 2> "$out/user.$name.log" ||
+		echo "user program $name exited with $?" >> "$out/errors"
+done
+
 # H19: one real freeze cycle (tasks and kthreads frozen for 5 s, then thawed), while the
 # thread test module's freezer probes run; they report at rmmod, checked below.
 freeze_ok=
@@ -49,6 +59,7 @@ if [ -e $dbg/kmemleak ]; then
 	cat $dbg/kmemleak > "$out/kmemleak.loaded"
 fi
 for name in $loaded; do
+	[ -d /sys/module/$name ] || continue	# unloaded by its user program
 	echo "kthread-rs: rmmod $name" > /dev/kmsg
 	rmmod "$name" || echo "rmmod $name failed" >> "$out/errors"
 done

@@ -55,7 +55,17 @@ def main(out):
         # ktap.<module>.<suite> from KUnit; ktap.guest.<check> from the guest script.
         source = "guest" if f.name.startswith("ktap.guest.") else "kunit"
         counts = parts.setdefault(f"{source} {suite}", [0, 0, 0])
-        for name, st in ktap_cases(f.read_text(errors="replace")):
+        text = f.read_text(errors="replace")
+        # A program that stopped early printed fewer top-level results than its plan: the
+        # missing ones fail.
+        plan = re.search(r"^1\.\.(\d+)$", text, flags=re.M)
+        top = len(re.findall(r"^(?:ok|not ok) \d+ ", text, flags=re.M))
+        if plan and top < int(plan.group(1)):
+            missing = int(plan.group(1)) - top
+            failed += missing
+            counts[1] += missing
+            problems.append(f"FAIL {source} {suite}: {missing} of {plan.group(1)} results missing")
+        for name, st in ktap_cases(text):
             if st == "pass":
                 passed += 1
                 counts[0] += 1
@@ -71,6 +81,8 @@ def main(out):
             status, _, name = line.partition(" ")
             if cf.stem == "lint":
                 kind = "lint (rustfmt, clippy)"
+            elif cf.stem == "tail-call":
+                kind = "task_work tail call (objdump)"
             elif name.startswith("doc_"):
                 kind = "doc examples (must build)"
             else:

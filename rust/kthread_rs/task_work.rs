@@ -5,19 +5,24 @@
 //! C header: [`include/linux/task_work.h`](srctree/include/linux/task_work.h)
 //!
 //! [`add`] queues a callback with `task_work_add()`; the target task runs it itself, with
-//! `current` being that task, when it next goes through one of these points:
+//! `current` being that task, when it next goes through one of these points (see
+//! `enum task_work_notify_mode`):
 //!
 //! - [`Notify::Resume`]: on its way back to user mode (or into a guest). A task blocked in the
 //!   kernel runs it only after whatever it waits for has happened.
 //! - [`Notify::Signal`]: like a signal: a task blocked in an interruptible sleep is woken (its
 //!   system call sees `signal_pending()`, returns, and is restarted if it can be), and a task
 //!   running on another CPU is sent an IPI.
-//! - [`Notify::SignalNoIpi`]: like `Signal` (an interruptible sleep is woken all the same), but a
-//!   task running on another CPU is not sent an IPI: it runs the callback the next time it
-//!   enters or leaves the kernel anyway (at the latest, at its next timer interrupt). The C
-//!   comment says only "doesn't send a reschedule IPI"; `__set_notify_signal()` does call
-//!   `wake_up_state(task, TASK_INTERRUPTIBLE)`, and the tests show it.
-//! - and, in every mode, when the task exits: after its `mm` and files are gone ([`at_exit`]).
+//! - [`Notify::SignalNoIpi`]: like `Signal` (an interruptible sleep is woken all the same:
+//!   `__set_notify_signal()` in `include/linux/sched/signal.h` calls
+//!   `wake_up_state(task, TASK_INTERRUPTIBLE)`), but a task running on another CPU is not sent
+//!   an IPI: it runs the callback the next time it leaves the kernel anyway, usually at its next
+//!   interrupt (not bounded on a `nohz_full` CPU).
+//! - and, in every mode, when the task exits: after its `mm` and files are gone
+//!   ([`current_is_exiting`]).
+//!
+//! A target that is stopped (`SIGSTOP`, ptrace) or in an uninterruptible sleep runs nothing
+//! until it continues: its pending callbacks, even cancelled ones, keep `rmmod` refused.
 //!
 //! Callbacks queued on one task may run in any order (the C list is LIFO). The C mode
 //! `TWA_NMI_CURRENT` (valid only for `current` in NMI context) and `TWA_NONE` are not offered.
@@ -32,20 +37,29 @@
 //! `task_work_cancel()` and its siblings are not exported to modules, so once a callback is
 //! queued, the C code will call it. Its code is in this module; so each queued callback holds a
 //! reference on the module (`try_module_get()`), which it drops as its very last action, and
-//! `rmmod` is refused while any callback is still queued. A cancel through the [`Pending`] handle
+//! `rmmod` is refused while any callback is still queued. A module whose `init` fails is freed
+//! whatever its reference count, so [`add`] refuses to queue until the module is live: no task
+//! work from `init`. A cancel through the [`Pending`] handle
 //! takes the callback out, so that when the task later calls it, it only frees the allocation and
 //! drops the module reference. One window remains that no module can close: the return
 //! instruction of the C-called function after `module_put()`. The kernel closes the same window
 //! for kthreads with `module_put_and_kthread_exit()`, and has no such helper for task work. The
 //! function ends in a tail call to `module_put()` so that, when the compiler emits it as a jump,
-//! nothing of this module runs after the reference is gone.
+//! nothing of this module runs after the reference is gone; `make check` verifies the jump in
+//! the built x86-64 modules (`scripts/check-tail-call.sh`), and other architectures are
+//! unchecked.
+//!
+//! The module comes from `crate::THIS_MODULE`: this file is included into each module crate
+//! (see [`super`]), so it always names the module that holds the callback's code. As a
+//! `rust/kernel` abstraction it would take a `&'static ThisModule` instead.
 //!
 //! # Kernel threads
 //!
 //! A kernel thread never returns to user mode: a callback queued on it would run only when it
-//! exits, after `kthread_stop()` has already returned to whoever waits for it. The same holds for
-//! user workers (io_uring and vhost threads, `PF_USER_WORKER`). [`add`] refuses both with
-//! `EINVAL`, and gives the callback back. KUnit test bodies run in kthreads, so they can only
+//! exits, after `kthread_stop()` has already returned to whoever waits for it. User workers
+//! (io_uring and vhost threads, `PF_USER_WORKER`) never return to user mode either; they run
+//! task work at points of their own loops that have nothing to do with user mode. [`add`]
+//! refuses both with `EINVAL`, and gives the callback back. KUnit test bodies run in kthreads, so they can only
 //! queue callbacks on user tasks.
 //!
 //! # Examples
@@ -119,7 +133,7 @@ impl Notify {
 /// What a queued callback does, in the target task.
 pub trait Callback: Send + 'static {
     /// Run once, with `current` being the target task, in process context (it may sleep).
-    /// [`at_exit`] tells whether the task is exiting.
+    /// [`current_is_exiting`] tells whether the task is exiting.
     fn run(self);
 }
 
@@ -131,7 +145,7 @@ impl<F: FnOnce() + Send + 'static> Callback for F {
 
 /// Is the current task exiting (`PF_EXITING`)? A callback that runs at exit finds the task's
 /// `mm` and files already released: no user copies, no file descriptors.
-pub fn at_exit() -> bool {
+pub fn current_is_exiting() -> bool {
     task_flags(Task::current_raw()) & bindings::PF_EXITING != 0
 }
 
@@ -151,7 +165,7 @@ fn task_flags(task: *mut bindings::task_struct) -> u32 {
 /// - `work` holds the callback while `taken` is false. Whoever swaps `taken` from false to true
 ///   (see [`Node::take`]) owns the callback from then on; nothing else touches `work`.
 /// - Once `head` has been handed to `task_work_add()` successfully, the C code owns one `Arc`
-///   reference and one module reference, both given back by [`run`].
+///   reference and one module reference, both given back by [`task_work_func`].
 struct Node<W> {
     head: Opaque<bindings::callback_head>,
     taken: AtomicBool,
@@ -159,9 +173,12 @@ struct Node<W> {
 }
 
 // SAFETY: The callback is only ever moved out (once) and dropped, never shared (the
-// invariants), so a `Node` may be used from any thread when the callback is `Send`.
+// invariants), so a `Node` may be used from any thread when the callback is `Send`. `head` is
+// touched only through raw pointers by `task_work_add()` and `task_work_run()`, which
+// synchronise on the task's `task_works` with `cmpxchg` (and `pi_lock`).
 unsafe impl<W: Send> Send for Node<W> {}
-// SAFETY: As above: `&Node` gives access to the callback only through the atomic `taken`.
+// SAFETY: As above: `&Node` gives access to the callback only through the atomic `taken`, like
+// a `Mutex<W>` that is `Sync` for `W: Send`; no `&W` is ever handed out.
 unsafe impl<W: Send> Sync for Node<W> {}
 
 impl<W> Node<W> {
@@ -191,7 +208,8 @@ impl<W> Drop for Node<W> {
 /// - `EINVAL`: `task` is a kernel thread or a user worker, which never returns to user mode;
 /// - `ESRCH`: `task` is past the point in its exit where it runs task work;
 /// - `ENOMEM`: the allocation failed;
-/// - `ENODEV`: this module is being unloaded.
+/// - `EBUSY`: this module is not live: its `init` has not returned yet, or it is being
+///   unloaded.
 pub fn add<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<(), (Error, W)> {
     add_node(task, notify, work).map(drop)
 }
@@ -209,6 +227,18 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
     if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
         return Err((EINVAL, work));
     }
+    let module = crate::THIS_MODULE.as_ptr();
+    // A module whose `init` fails is freed whatever references it has, so its callbacks must
+    // not be queued before it is live. Once live, it is freed only when its count is zero.
+    let live = module.is_null() || {
+        // SAFETY: `module` is this module, which is not freed while this code runs; `state` is
+        // a plain enum that the module loader writes (read once, like the C `READ_ONCE()`).
+        let state = unsafe { ptr::read_volatile(&raw const (*module).state) };
+        state == bindings::module_state_MODULE_STATE_LIVE
+    };
+    if !live {
+        return Err((EBUSY, work));
+    }
     let node = match UniqueArc::new_uninit(GFP_KERNEL) {
         Ok(node) => node,
         Err(_) => return Err((ENOMEM, work)),
@@ -216,24 +246,25 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
     let node: Arc<Node<W>> = node
         .write(Node {
             head: Opaque::uninit(),
-            // INVARIANT: `work` holds the callback and `taken` is false.
+            // INVARIANT: `work` holds the callback and `taken` is false: nothing has taken it.
             taken: AtomicBool::new(false),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
         })
         .into();
-    let module = crate::THIS_MODULE.as_ptr();
-    // SAFETY: `module` is this module, which is live: this code runs in it.
+    // SAFETY: `module` is null (built in) or this module, live a moment ago. If its unload has
+    // begun since, `try_module_get()` fails.
     if !unsafe { bindings::try_module_get(module) } {
-        return Err((ENODEV, give_back(node)));
+        return Err((EBUSY, give_back(node)));
     }
-    // The reference that the C code holds until it calls `run`.
+    // The reference that the C code holds until it calls `task_work_func`.
     let raw = Arc::into_raw(node.clone());
-    let head = node.head.get();
+    // SAFETY: `raw` points to the live node (the reference just leaked keeps it).
+    let head = Opaque::cast_into(unsafe { &raw const (*raw).head });
     // SAFETY: `head` is in the node, which the leaked reference keeps alive and in place; no
     // one else has seen it yet.
-    unsafe { bindings::init_task_work(head, Some(run::<W>)) };
+    unsafe { bindings::init_task_work(head, Some(task_work_func::<W>)) };
     // SAFETY: `task` is a live task (the caller's reference). `head` is initialised and stays
-    // valid until `run` gives back the reference leaked above. `notify` is a valid mode other
+    // valid until `task_work_func` gives back the reference leaked above. `notify` is a valid mode other
     // than `TWA_NMI_CURRENT`.
     let ret = unsafe { bindings::task_work_add(task.as_ptr(), head, notify.as_raw()) };
     if ret != 0 {
@@ -251,10 +282,11 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
 
 /// The callback of a node that was never queued.
 fn give_back<W>(node: Arc<Node<W>>) -> W {
-    node.taken.store(true, Ordering::Relaxed);
-    // SAFETY: The node was never queued and no handle was made, so this is the only reference,
-    // and `taken` was false: the callback is there and no one else reads it. `taken` is now
-    // true, so the node's drop does not drop the callback again.
+    // The swap that makes this call the owner of the callback (type invariant); it was false, as
+    // the node was never queued and no handle was made, so no one else could have taken it.
+    node.taken.swap(true, Ordering::AcqRel);
+    // SAFETY: `taken` was false and this call set it: the callback is there and no one else
+    // reads it. The node's drop sees `taken` and does not drop the callback again.
     let work = unsafe { ManuallyDrop::take(&mut *node.work.get()) };
     drop(node);
     work
@@ -266,7 +298,7 @@ fn give_back<W>(node: Arc<Node<W>>) -> W {
 /// # Safety
 ///
 /// `head` is the `head` of a `Node<W>` that [`add_node`] queued, and the C code calls this once.
-unsafe extern "C" fn run<W: Callback>(head: *mut bindings::callback_head) {
+unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement.
     unsafe { run_and_free::<W>(head) };
     // SAFETY: `add_node` took this reference for this call. This is the function's last call and
@@ -275,18 +307,18 @@ unsafe extern "C" fn run<W: Callback>(head: *mut bindings::callback_head) {
     unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) }
 }
 
-/// The body of [`run`], kept out of it so that `run` has no frame.
+/// The body of [`task_work_func`], kept out of it so that it has no frame.
 ///
 /// # Safety
 ///
-/// As for [`run`].
+/// As for [`task_work_func`].
 #[inline(never)]
 unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement `head` is in a `Node<W>` (`Opaque` is transparent), and
     // the reference that `add_node` leaked for this call is ours now.
     let node = unsafe {
         Arc::from_raw(kernel::container_of!(
-            head.cast::<Opaque<bindings::callback_head>>(),
+            Opaque::cast_from(head).cast_mut(),
             Node<W>,
             head
         ))
@@ -299,7 +331,7 @@ unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
 /// A queued callback that the caller can still call off.
 ///
 /// Dropping the handle leaves the callback queued: it will run.
-pub struct Pending<W: Callback> {
+pub struct Pending<W> {
     node: Arc<Node<W>>,
 }
 

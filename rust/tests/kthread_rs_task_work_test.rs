@@ -8,7 +8,7 @@
 //! caller, on another process, or on a task held from earlier, and report what each probe saw.
 //! The user program `kthread_rs_task_work_test.user.c` (built by `make check`, run in the guest
 //! after this module is loaded) drives them and prints KTAP. The KUnit suite below covers the
-//! targets that are refused: kernel threads (H16).
+//! targets that are refused: kernel threads (H16), and any task while the module's `init` runs.
 //!
 //! What a probe records, per slot: how many ran, how many were dropped (run, taken back or never
 //! queued), the pid and tgid it ran in, how many ran at exit and how many had an `mm`. A probe
@@ -57,8 +57,24 @@ struct TaskWorkTest {
     _misc: MiscDeviceRegistration<TwFile>,
 }
 
+/// What `task_work::add` answered when `init` tried it on `insmod` (a user task): the errno, and
+/// 1 if the probe came back intact. Checked by the KUnit case `add_during_init_refused`.
+static INIT_ADD: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+
 impl kernel::InPlaceModule for TaskWorkTest {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // A module whose init fails is freed whatever its reference count: no task work yet.
+        let probe = Probe {
+            slot: SLOTS - 2,
+            uaddr: 0,
+            magic: 0x1a17,
+        };
+        let (errno, back) = match task_work::add(kernel::current!(), Notify::Resume, probe) {
+            Ok(()) => (0, 0),
+            Err((e, probe)) => (e.to_errno(), i32::from(probe.magic == 0x1a17)),
+        };
+        INIT_ADD[0].store(errno, Ordering::SeqCst);
+        INIT_ADD[1].store(back, Ordering::SeqCst);
         try_pin_init!(Self {
             _misc <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"kthread-rs-task-work",
@@ -173,7 +189,7 @@ impl Callback for Probe {
         let me = kernel::current!();
         rec.pid.store(me.pid(), Ordering::SeqCst);
         rec.tgid.store(me.group_leader().pid(), Ordering::SeqCst);
-        if task_work::at_exit() {
+        if task_work::current_is_exiting() {
             rec.at_exit.fetch_add(1, Ordering::SeqCst);
         }
         if me.mm().is_some() {
@@ -420,7 +436,7 @@ impl MiscDevice for TwFile {
 /// back untouched. (KUnit bodies run in kthreads: these are the targets they can test.)
 #[kunit_tests(kthread_rs_task_work)]
 mod tests {
-    use super::{kthread_rs::thread, Probe, RECORDS};
+    use super::{kthread_rs::thread, Probe, INIT_ADD, RECORDS};
     use crate::kthread_rs::task_work::{self, Notify};
     use core::sync::atomic::Ordering::SeqCst;
     use kernel::prelude::*;
@@ -433,6 +449,15 @@ mod tests {
             uaddr: 0,
             magic: 0x6b74,
         }
+    }
+
+    /// The module's `init` ran in `insmod`, a user task, before the module was live.
+    #[test]
+    fn add_during_init_refused() -> Result {
+        assert_eq!(INIT_ADD[0].load(SeqCst), EBUSY.to_errno());
+        assert_eq!(INIT_ADD[1].load(SeqCst), 1);
+        assert_eq!(RECORDS[super::SLOTS - 2].runs.load(SeqCst), 0);
+        Ok(())
     }
 
     #[test]

@@ -5,16 +5,17 @@
 #   make setup     install the toolchain and build the cached test kernel
 #   make           build the modules (against KDIR, default: the cached test kernel)
 #   make check     the tests: KUnit in a virtme-ng VM + compile-fail cases; ends "N passed, N failed"
-#   make run       boot the test kernel, load the sample module, print its dmesg
+#   make run       boot the test kernel, run the stress sample for 60 s, print its report
+#   make soak      the same for DURATION seconds (default 600)
 #   make clippy    build with CLIPPY=1
 #   make fmt       rustfmt the Rust sources (fmt-check: only check)
 #
 # KDIR=/path/to/a/prepared/rust/kernel builds against another tree. KVM=1 opts into KVM.
 
 SHELL := /bin/bash
-export KDIR KVM
+export KDIR KVM DURATION STRESS_PARAMS
 
-.PHONY: all modules setup check run clippy fmt fmt-check clean
+.PHONY: all modules setup check run soak clippy fmt fmt-check clean
 
 all: modules
 
@@ -29,6 +30,9 @@ check:
 
 run:
 	@bash scripts/run.sh
+
+soak:
+	@DURATION=$${DURATION:-600} bash scripts/run.sh
 
 clippy:
 	@bash scripts/kmake.sh CLIPPY=1 modules

@@ -29,10 +29,11 @@ bash "$KRS_ROOT/scripts/check-tail-call.sh" $( { find "$KRS_ROOT/rust/tests" "$K
 	-name '*.ko' 2>/dev/null || true; } | sort) > "$out/tail-call.results"
 
 # The user programs that drive the misc devices of some test modules: rust/tests/user/<module>.c
-# becomes out/check/user/<module>, which guest-check.sh runs after loading <module>.
+# becomes out/check/user/<module>, which guest-check.sh runs after loading <module>; and the
+# stress sample's companion, samples/user/kthread_rs_stress_user.c.
 krs_phase "check: building the user programs"
 mkdir -p "$out/user"
-for src in "$KRS_ROOT"/rust/tests/user/*.c; do
+for src in "$KRS_ROOT"/rust/tests/user/*.c "$KRS_ROOT"/samples/user/*.c; do
 	[ -e "$src" ] || continue
 	gcc -O2 -Wall -Wextra -Werror -pthread -o "$out/user/$(basename "$src" .c)" "$src" \
 		>> "$out/build.log" 2>&1 || echo "user program $(basename "$src") did not build (see out/check/build.log)" >> "$out/errors"

@@ -44,6 +44,27 @@ for name in $loaded; do
 		echo "user program $name exited with $?" >> "$out/errors"
 done
 
+# The stress sample, short: a 20 s run with CPU hotplug and injected failures, a run stopped
+# by rmmod in the middle, and a bad parameter refused at insmod.
+if [ -e "$(dirname "$0")/../samples/rust/kthread_rs_stress.ko" ]; then
+	st=$(dirname "$0")/guest-stress.sh
+	{
+		echo "KTAP version 1"
+		echo "1..3"
+		why=$(bash "$st" "$out" short 20 0 stat_interval=5 onoff_interval=2000 onoff_holdoff=2) &&
+			echo "ok 1 stress_short_run_passes" || echo "not ok 1 stress_short_run_passes # $why"
+		why=$(bash "$st" "$out" rmmod 0 8 stat_interval=4) && grep -q 'stopped by rmmod' "$out/stress.rmmod.log" &&
+			echo "ok 2 stress_rmmod_mid_run_accounts" || echo "not ok 2 stress_rmmod_mid_run_accounts # $why"
+		if ! insmod "$(dirname "$0")/../samples/rust/kthread_rs_stress.ko" stat_interval=0 2> /dev/null &&
+			dmesg | tail -n 20 | grep -q 'bad parameter: stat_interval'; then
+			echo "ok 3 stress_bad_parameter_refused"
+		else
+			rmmod kthread_rs_stress 2> /dev/null
+			echo "not ok 3 stress_bad_parameter_refused"
+		fi
+	} > "$out/ktap.guest.stress"
+fi
+
 # H19: one real freeze cycle (tasks and kthreads frozen for 5 s, then thawed), while the
 # thread test module's freezer probes run; they report at rmmod, checked below.
 freeze_ok=

@@ -7,15 +7,16 @@
 #   make check     the tests: KUnit in a virtme-ng VM + compile-fail cases; ends "N passed, N failed"
 #   make run       boot the test kernel, run the stress sample for 60 s, print its report
 #   make soak      the same for DURATION seconds (default 600)
+#   make bench     C and Rust benchmarks alternating in one boot: medians and Rust/C ratios
 #   make clippy    build with CLIPPY=1
 #   make fmt       rustfmt the Rust sources (fmt-check: only check)
 #
 # KDIR=/path/to/a/prepared/rust/kernel builds against another tree. KVM=1 opts into KVM.
 
 SHELL := /bin/bash
-export KDIR KVM DURATION STRESS_PARAMS
+export KDIR KVM DURATION STRESS_PARAMS BENCH_ROUNDS
 
-.PHONY: all modules setup check run soak clippy fmt fmt-check clean
+.PHONY: all modules setup check run soak bench clippy fmt fmt-check clean
 
 all: modules
 
@@ -33,6 +34,9 @@ run:
 
 soak:
 	@DURATION=$${DURATION:-600} bash scripts/run.sh
+
+bench:
+	@bash scripts/bench.sh
 
 clippy:
 	@bash scripts/kmake.sh CLIPPY=1 modules

@@ -526,6 +526,40 @@ pub(crate) fn escape_percent(name: &CStr) -> Result<KVec<u8>> {
     Ok(fmt)
 }
 
+/// A thread name formatted on the stack, so that naming a thread allocates nothing when the
+/// name is short (as it nearly always is: `comm` keeps 15 bytes of it).
+struct StackName {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl core::fmt::Write for StackName {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        // Keep one byte for the NUL; a NUL inside the name is refused, as `CString` does.
+        if end >= self.buf.len() || s.as_bytes().contains(&0) {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Format `name` (on the stack if it fits, else on the heap) and pass it to `f`.
+fn with_name<R>(name: fmt::Arguments<'_>, f: impl FnOnce(&CStr) -> Result<R>) -> Result<R> {
+    let mut stack = StackName {
+        buf: [0; 64],
+        len: 0,
+    };
+    if core::fmt::Write::write_fmt(&mut stack, name).is_ok() {
+        // `buf` is zeroed beyond `len`, and `write_str` let no NUL in before it.
+        let name = CStr::from_bytes_with_nul(&stack.buf[..=stack.len]).map_err(|_| EINVAL)?;
+        return f(name);
+    }
+    f(&CString::try_from_fmt(name)?)
+}
+
 /// Create a kthread running `body` (not yet woken) and take the handle's task reference.
 fn create_raw<'a, B: Body + 'a>(
     place: Place,
@@ -1021,8 +1055,7 @@ fn new_thread<B: Body + 'static, P>(
     name: fmt::Arguments<'_>,
     body: B,
 ) -> Result<NewThread<B::Output, P>> {
-    let name = CString::try_from_fmt(name)?;
-    let (task, shared) = create_raw(place, &name, body)?;
+    let (task, shared) = with_name(name, |name| create_raw(place, name, body))?;
     // INVARIANT: `task` runs `trampoline::<B>` on `shared`.
     Ok(NewThread {
         handle: Handle {

@@ -79,8 +79,9 @@ pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
 ///   so that its address identifies its worker exactly; `raw` is used only through the live
 ///   `Worker` or by a work that the live worker runs.
 /// - `gate`: bit 0 is set once the worker is closing; the rest counts the queueing calls in
-///   flight (in units of 2). Once the bit is set and the count is zero, nothing is queued on
-///   `raw` any more.
+///   flight through a [`WorkerRef`] (in units of 2). Once the bit is set and the count is zero,
+///   nothing is queued on `raw` any more: calls through `&Worker` need no count, as they cannot
+///   overlap the worker's drop, which sets the bit (it takes the `Worker` by value).
 struct Inner {
     raw: NonNull<bindings::kthread_worker>,
     gate: AtomicUsize,
@@ -174,7 +175,7 @@ pub struct WorkerRef<'a> {
 impl WorkerRef<'_> {
     /// Queue `work` on this worker; see [`Worker::queue`].
     pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
-        queue(self.inner, work)
+        queue(self.inner, work, Via::Ref)
     }
 
     /// Queue `work` after `delay`; see [`Worker::queue_delayed`].
@@ -183,7 +184,7 @@ impl WorkerRef<'_> {
         work: Arc<DelayedWork<T>>,
         delay: Delta,
     ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
-        queue_delayed(self.inner, work, delay)
+        queue_delayed(self.inner, work, delay, Via::Ref)
     }
 }
 
@@ -276,7 +277,7 @@ impl Worker {
     /// already (H12), `EINVAL` if it is bound to another worker (H10), `ESHUTDOWN` if this
     /// worker is being dropped.
     pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
-        queue(&self.inner, work)
+        queue(&self.inner, work, Via::Owner)
     }
 
     /// Queue `work` to run after `delay` (the C `kthread_queue_delayed_work()`); errors as
@@ -286,7 +287,7 @@ impl Worker {
         work: Arc<DelayedWork<T>>,
         delay: Delta,
     ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
-        queue_delayed(&self.inner, work, delay)
+        queue_delayed(&self.inner, work, delay, Via::Owner)
     }
 
     /// Run `work` after `delay` from now, whether it is pending or not (the C
@@ -501,13 +502,24 @@ fn jiffies(d: Delta) -> c_ulong {
     msecs_to_jiffies(u32::try_from(d.as_millis().max(0)).unwrap_or(u32::MAX))
 }
 
-fn queue<T: WorkItem>(inner: &Arc<Inner>, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+/// Who queues: the owner through `&Worker`, or a running work through its [`WorkerRef`].
+#[derive(Clone, Copy)]
+enum Via {
+    Owner,
+    Ref,
+}
+
+fn queue<T: WorkItem>(
+    inner: &Arc<Inner>,
+    work: Arc<Work<T>>,
+    via: Via,
+) -> Result<(), (Error, Arc<Work<T>>)> {
     if let Err(e) = Inner::bind(inner, &work.owner) {
         return Err((e, work));
     }
     let raw_work = work.work.get();
     // SAFETY: `raw_work` is initialised and bound to this live worker.
-    hand_over(inner, work, || unsafe {
+    hand_over(inner, work, via, || unsafe {
         bindings::kthread_queue_work(inner.raw(), raw_work)
     })
 }
@@ -516,13 +528,14 @@ fn queue_delayed<T: DelayedWorkItem>(
     inner: &Arc<Inner>,
     work: Arc<DelayedWork<T>>,
     delay: Delta,
+    via: Via,
 ) -> Result<(), (Error, Arc<DelayedWork<T>>)> {
     if let Err(e) = Inner::bind(inner, &work.owner) {
         return Err((e, work));
     }
     let dwork = work.dwork_ptr();
     // SAFETY: As in `queue`; the timer was set up by `DelayedWork::new` as the C macro does.
-    hand_over(inner, work, || unsafe {
+    hand_over(inner, work, via, || unsafe {
         bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
     })
 }
@@ -536,10 +549,17 @@ fn queue_delayed<T: DelayedWorkItem>(
 fn hand_over<W>(
     inner: &Inner,
     work: Arc<W>,
+    via: Via,
     call: impl FnOnce() -> bool,
 ) -> Result<(), (Error, Arc<W>)> {
     let p = Arc::into_raw(work);
-    match inner.queue_with(call) {
+    // The owner's `&Worker` rules out its drop, hence closing, for the whole call (see the
+    // invariants of `Inner`); only a running work's queueing races with closing.
+    let r = match via {
+        Via::Owner => Ok(call()),
+        Via::Ref => inner.queue_with(call),
+    };
+    match r {
         Ok(true) => Ok(()),
         // SAFETY: Not queued: `p` is still ours.
         Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),

@@ -334,6 +334,8 @@ fn bench_throughput(w: &Arc<Worker>, producers: usize, rounds: usize) -> Result 
 
 fn run_all() -> Result {
     bench_create_stop("create_stop", 200)?;
+    // The same operation, paired with the C pattern that allocates a data block per thread.
+    bench_create_stop("create_stop_with_data", 200)?;
     bench_population(10, 100)?;
     bench_population(100, 100)?;
     bench_population(1000, 100)?;

@@ -73,6 +73,46 @@ static void bench_create_stop(const char *op, u64 *ns, int n)
 	report(op, ns, n);
 }
 
+struct thread_data {
+	struct completion returned;
+	int result;
+};
+
+static int data_fn(void *data)
+{
+	struct thread_data *d = data;
+
+	d->result = 0;
+	complete_all(&d->returned);
+	return 0;
+}
+
+/* The C pattern that matches what the Rust handle keeps per thread: a data block with a
+ * completion and a result slot, allocated for the thread and freed after the stop. */
+static void bench_create_stop_data(u64 *ns, int n)
+{
+	for (int i = 0; i < n; i++) {
+		u64 t0 = ktime_get_ns();
+		struct thread_data *d = kzalloc(sizeof(*d), GFP_KERNEL);
+		struct task_struct *t;
+
+		init_completion(&d->returned);
+		t = kthread_create(data_fn, d, "krs-bd-%d", i);
+		if (IS_ERR(t)) {
+			kfree(d);
+			ns[i] = 0;
+			continue;
+		}
+		get_task_struct(t);
+		wake_up_process(t);
+		kthread_stop(t);
+		put_task_struct(t);
+		kfree(d);
+		ns[i] = ktime_get_ns() - t0;
+	}
+	report("create_stop_with_data", ns, n);
+}
+
 /* The same with `pop` other threads alive. */
 static void bench_population(int pop, u64 *ns, int n)
 {
@@ -271,6 +311,7 @@ static int __init bench_init(void)
 	if (!ns)
 		return -ENOMEM;
 	bench_create_stop("create_stop", ns, 200);
+	bench_create_stop_data(ns, 200);
 	bench_population(10, ns, 100);
 	bench_population(100, ns, 100);
 	bench_population(1000, ns, 100);

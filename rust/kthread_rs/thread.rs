@@ -526,6 +526,17 @@ pub(crate) fn escape_percent(name: &CStr) -> Result<KVec<u8>> {
     Ok(fmt)
 }
 
+/// The size of the per-thread allocation (the `Arc` of the control block, without its
+/// reference count) of a thread that runs a closure of type `F`; for the benchmarks.
+#[allow(dead_code)]
+pub(crate) fn control_block_size<F, T>(_f: &F) -> usize
+where
+    F: FnOnce(&Context<'_>) -> T + Send,
+    T: Send,
+{
+    size_of::<Shared<Once<F>>>()
+}
+
 /// A thread name formatted on the stack, so that naming a thread allocates nothing when the
 /// name is short (as it nearly always is: `comm` keeps 15 bytes of it).
 struct StackName {

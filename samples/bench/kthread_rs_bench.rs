@@ -347,6 +347,10 @@ fn run_all() -> Result {
     bench_throughput(&w, 1, 15)?;
     bench_throughput(&w, 2, 15)?;
     size("thread_handle", size_of::<Thread<()>>());
+    // The control block of a thread whose closure captures nothing and returns an `i32`, plus
+    // the `Arc`'s reference count (rounded to 8).
+    let body = |_: &thread::Context<'_>| 0i32;
+    size("per_thread_alloc", thread::control_block_size(&body) + 8);
     size("worker_handle", size_of::<Worker>());
     size("work", size_of::<Work<()>>());
     size("delayed_work", size_of::<DelayedWork<()>>());

@@ -327,7 +327,8 @@ static int __init bench_init(void)
 	}
 	pr_info("krs-bench: impl=c round=%d size=thread_handle bytes=%zu\n", round,
 		sizeof(struct task_struct *));
-	pr_info("krs-bench: impl=c round=%d size=per_thread_alloc bytes=0\n", round);
+	pr_info("krs-bench: impl=c round=%d size=per_thread_alloc bytes=%zu\n", round,
+		sizeof(struct thread_data));	/* the with_data pattern; 0 for the bare one */
 	pr_info("krs-bench: impl=c round=%d size=worker_handle bytes=%zu\n", round,
 		sizeof(struct kthread_worker *));
 	pr_info("krs-bench: impl=c round=%d size=work bytes=%zu\n", round,

@@ -8,6 +8,8 @@
 #   make run       boot the test kernel, run the stress sample for 60 s, print its report
 #   make soak      the same for DURATION seconds (default 600)
 #   make bench     C and Rust benchmarks alternating in one boot: medians and Rust/C ratios
+#   make rustdoc   HTML docs of rust/kthread_rs/ in out/rustdoc/
+#   make rust-analyzer  rust-project.json for editors
 #   make clippy    build with CLIPPY=1
 #   make fmt       rustfmt the Rust sources (fmt-check: only check)
 #
@@ -16,7 +18,7 @@
 SHELL := /bin/bash
 export KDIR KVM DURATION STRESS_PARAMS BENCH_ROUNDS
 
-.PHONY: all modules setup check run soak bench clippy fmt fmt-check clean
+.PHONY: all modules setup check run soak bench rustdoc rust-analyzer clippy fmt fmt-check clean
 
 all: modules
 
@@ -37,6 +39,12 @@ soak:
 
 bench:
 	@bash scripts/bench.sh
+
+rustdoc:
+	@bash scripts/rustdoc.sh
+
+rust-analyzer:
+	@bash scripts/rust-analyzer.sh
 
 clippy:
 	@bash scripts/kmake.sh CLIPPY=1 modules

@@ -24,6 +24,13 @@ krs_phase "check: building the modules"
 bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 || {
 	cat "$out/build.log"; echo "0 passed, 1 failed"; exit 1; }
 
+# The HTML docs of the abstractions must build without a warning (broken links included).
+if bash "$KRS_ROOT/scripts/rustdoc.sh" > "$out/rustdoc.log" 2>&1 && ! grep -q '^warning' "$out/rustdoc.log"; then
+	echo "pass rustdoc" >> "$out/lint.results"
+else
+	echo "warnings(see-out/check/rustdoc.log) rustdoc" >> "$out/lint.results"
+fi
+
 # H17: task_work's trampoline must leave the module by a tail call to module_put().
 bash "$KRS_ROOT/scripts/check-tail-call.sh" $( { find "$KRS_ROOT/rust/tests" "$KRS_ROOT/samples" \
 	-name '*.ko' 2>/dev/null || true; } | sort) > "$out/tail-call.results"
@@ -39,8 +46,9 @@ for src in "$KRS_ROOT"/rust/tests/user/*.c "$KRS_ROOT"/samples/user/*.c; do
 		>> "$out/build.log" 2>&1 || echo "user program $(basename "$src") did not build (see out/check/build.log)" >> "$out/errors"
 done
 
-n=$(python3 "$KRS_ROOT/scripts/doc-examples.py" "$KRS_ROOT/rust/kthread_rs" "$out/doc-examples")
-krs_phase "check: compile-fail cases and the $n rustdoc examples"
+n=$(python3 "$KRS_ROOT/scripts/doc-examples.py" "$KRS_ROOT/rust/kthread_rs" "$out/doc-examples" \
+	"$KRS_ROOT/Documentation")
+krs_phase "check: compile-fail cases and the $n examples of the rustdoc and the guide"
 bash "$KRS_ROOT/scripts/compile-fail.sh" "$KRS_ROOT/rust/tests/compile_fail" "$out/doc-examples" \
 	> "$out/compile-fail.results" 2> "$out/compile-fail.log" || true
 

@@ -80,7 +80,7 @@ def main(out):
         for line in cf.read_text().splitlines():
             status, _, name = line.partition(" ")
             if cf.stem == "lint":
-                kind = "lint (rustfmt, clippy)"
+                kind = "lint (rustfmt, clippy, rustdoc)"
             elif cf.stem == "tail-call":
                 kind = "task_work tail call (objdump)"
             elif name.startswith("doc_"):

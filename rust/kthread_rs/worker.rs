@@ -676,7 +676,7 @@ struct DelayedHeader {
 }
 
 /// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
-/// in one reference-counted allocation. Make it with [`new_delayed_work!`] (one timer lock
+/// in one reference-counted allocation. Make it with [`new_delayed_work!`](crate::new_delayed_work) (one timer lock
 /// class per call site, as the C `kthread_init_delayed_work()` does: H13).
 ///
 /// Dereferences to the data.
@@ -736,7 +736,7 @@ macro_rules! new_delayed_work {
 }
 
 impl<T: DelayedWorkItem> DelayedWork<T> {
-    /// A new delayed work holding `data`; prefer [`new_delayed_work!`], which gives the
+    /// A new delayed work holding `data`; prefer [`new_delayed_work!`](crate::new_delayed_work), which gives the
     /// timer a lock class and name of the call site.
     pub fn new(
         data: impl PinInit<T>,

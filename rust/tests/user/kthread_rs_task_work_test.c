@@ -175,6 +175,35 @@ static pid_t sleeping_child(int want_ret, uint64_t magic)
 	return pid;
 }
 
+/* A child that closes the device and blocks in read() on a pipe (which RESUME does not
+ * interrupt) until release_reader(); it exits 0 if the probe's write of `magic` is there
+ * (or, with magic 0, is not). */
+static pid_t reader_child(int p[2], uint64_t magic)
+{
+	char b;
+	pid_t pid;
+
+	word = 0;
+	if (pipe(p))
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		close(dev);
+		read(p[0], &b, 1);
+		_exit((magic ? word == magic : word == 0) ? 0 : 6);
+	}
+	return pid;
+}
+
+static void release_reader(int p[2])
+{
+	char b = 0;
+
+	write(p[1], &b, 1);
+	close(p[0]);
+	close(p[1]);
+}
+
 /* RESUME on the caller: the probe ran in this task before the ioctl returned to user mode. */
 static int self_mode(int mode)
 {
@@ -303,21 +332,13 @@ static int t_signal_no_ipi_busy(void)
 static int t_exited_task_esrch(void)
 {
 	int p[2];
-	char b = 0;
-	pid_t c;
+	pid_t c = reader_child(p, 0);
 	struct krs_tw_req r;
 	struct krs_tw_rec q;
 
-	CHECK(pipe(p) == 0);
-	c = fork();
-	if (c == 0) {
-		read(p[0], &b, 1);
-		_exit(0);
-	}
+	CHECK(c > 0);
 	CHECK(ioctl(dev, TW_HOLD, c) == 0);
-	write(p[1], &b, 1);
-	close(p[0]);
-	close(p[1]);
+	release_reader(p);
 	CHECK(reap(c) == 0);
 	r = add(TW_ADD, -1, RESUME, 0, 1, 0x6666, 0);
 	CHECK(r.err == -ESRCH && r.returned == 1);
@@ -462,24 +483,14 @@ static int t_enomem_returns(void)
 static int t_rmmod_busy(void)
 {
 	int p[2];
-	char b = 0;
-	pid_t c;
+	pid_t c = reader_child(p, 0xcccc);
 
-	CHECK(pipe(p) == 0);
-	word = 0;
-	c = fork();
-	if (c == 0) {
-		close(dev);
-		read(p[0], &b, 1);	/* RESUME does not interrupt this */
-		_exit(word == 0xcccc ? 0 : 6);
-	}
+	CHECK(c > 0);
 	CHECK(wait_blocked(c) == 0);	/* in read(), not about to return to user mode */
 	CHECK(add(TW_ADD, c, RESUME, 0, 1, 0xcccc, 0).err == 0);
 	close(dev);	/* now only the pending callback holds the module */
 	CHECK(syscall(SYS_delete_module, MODULE, O_NONBLOCK) == -1 && errno == EWOULDBLOCK);
-	write(p[1], &b, 1);
-	close(p[0]);
-	close(p[1]);
+	release_reader(p);
 	CHECK(reap(c) == 0);
 	CHECK(syscall(SYS_delete_module, MODULE, O_NONBLOCK) == 0);
 	return 0;

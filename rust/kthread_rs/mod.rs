@@ -12,8 +12,10 @@
 //! - [`thread`]: owned and scoped kernel threads (`include/linux/kthread.h`).
 //! - [`worker`]: kthread_worker, its work and delayed work (`include/linux/kthread.h`).
 //! - [`task_work`]: callbacks run by a user task in its own context (`include/linux/task_work.h`).
+//! - [`service`]: a start that reports the body's initialisation, and wake-driven service threads.
 //! - [`sys`]: the few C macros and static inlines that have no generated binding.
 
+pub mod service;
 pub mod sys;
 pub mod task_work;
 pub mod thread;

@@ -903,3 +903,132 @@ mod tests {
         Ok(())
     }
 }
+
+/// The two thread forms of `kthread_rs::service`: a start that reports init, and wake-driven
+/// service threads.
+#[kunit_tests(kthread_rs_service)]
+mod service_tests {
+    use super::kthread_rs::service;
+    use crate::common::{eventually, ms};
+    use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering::SeqCst};
+    use kernel::{prelude::*, sync::Arc, time::delay::fsleep};
+
+    /// `spawn_with_init` returns after init ran, in the new thread; stop returns main's value.
+    #[test]
+    fn init_runs_in_thread_before_start_returns() -> Result {
+        let init_pid = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
+        let p = init_pid.clone();
+        let t = service::spawn_with_init(
+            fmt!("krs-init-ok"),
+            move |_ctx| {
+                p.store(kernel::current!().pid(), SeqCst);
+                Ok(21u32)
+            },
+            |half, ctx| {
+                ctx.wait_until(|| false, None);
+                half * 2
+            },
+        )?;
+        // No waiting here: init has run already.
+        let pid = init_pid.load(SeqCst);
+        assert!(pid != 0);
+        assert!(pid != kernel::current!().pid());
+        assert_eq!(t.stop()?, 42);
+        Ok(())
+    }
+
+    /// A failed init ends the thread and its error reaches the starter; main never runs.
+    #[test]
+    fn init_error_reaches_starter() -> Result {
+        let main_ran = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+        let m = main_ran.clone();
+        let r = service::spawn_with_init(
+            fmt!("krs-init-err"),
+            |_ctx| Err::<(), _>(ENODEV),
+            move |(), _ctx| m.store(true, SeqCst),
+        );
+        assert!(matches!(r, Err(e) if e == ENODEV));
+        assert!(!main_ran.load(SeqCst));
+        Ok(())
+    }
+
+    /// H2 closed: a thread whose start returned `Ok` and is stopped at once has run its body,
+    /// every time (a plain `spawn` + `stop` often gives `NeverRan`).
+    #[test]
+    fn started_thread_always_ran_its_body() -> Result {
+        for i in 0..50u32 {
+            let t =
+                service::spawn_with_init(fmt!("krs-init-{}", i), move |_ctx| Ok(i), |v, _ctx| v)?;
+            assert_eq!(t.stop()?, i);
+        }
+        Ok(())
+    }
+
+    /// Every wake made while the service is idle gives one step: none is lost.
+    #[test]
+    fn service_loses_no_wake() -> Result {
+        let steps = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let s = steps.clone();
+        let svc = service::spawn_service(fmt!("krs-svc"), 0u32, move |n| {
+            *n += 1;
+            s.store(*n, SeqCst);
+            *n
+        })?;
+        for i in 1..=200u32 {
+            svc.wake();
+            assert!(eventually(|| steps.load(SeqCst) == i));
+        }
+        assert_eq!(svc.stop()?, Some(200));
+        Ok(())
+    }
+
+    /// Wakes that arrive during a step are coalesced into one more step.
+    #[test]
+    fn service_coalesces_wakes_during_a_step() -> Result {
+        let in_step = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+        let s = in_step.clone();
+        let svc = service::spawn_service(fmt!("krs-svc-co"), 0u32, move |n| {
+            s.store(true, SeqCst);
+            fsleep(ms(50));
+            s.store(false, SeqCst);
+            *n += 1;
+            *n
+        })?;
+        svc.wake();
+        assert!(eventually(|| in_step.load(SeqCst)));
+        for _ in 0..10 {
+            svc.wake();
+        }
+        // One step for the first wake, one for the ten made during it, then idle.
+        fsleep(ms(300));
+        assert!(!in_step.load(SeqCst));
+        assert_eq!(svc.stop()?, Some(2));
+        Ok(())
+    }
+
+    /// Stop waits for a step that runs, and returns its value.
+    #[test]
+    fn service_stop_waits_for_running_step() -> Result {
+        let in_step = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+        let s = in_step.clone();
+        let svc = service::spawn_service(fmt!("krs-svc-stop"), (), move |()| {
+            s.store(true, SeqCst);
+            fsleep(ms(100));
+            s.store(false, SeqCst);
+            7u32
+        })?;
+        svc.wake();
+        assert!(eventually(|| in_step.load(SeqCst)));
+        assert_eq!(svc.stop()?, Some(7));
+        assert!(!in_step.load(SeqCst));
+        Ok(())
+    }
+
+    /// A service that was never woken stops with `None`.
+    #[test]
+    fn service_without_wake_stops_with_none() -> Result {
+        let svc = service::spawn_service(fmt!("krs-svc-idle"), (), |()| 1u8)?;
+        assert_eq!(svc.stop()?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Two thread forms from the first kthread design (Rusty Russell's 2003 kthread primitives)
+//! that the C API later dropped, built on [`thread`].
+//!
+//! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
+//!
+//! - [`spawn_with_init`]: the body has an init part and a main part, and the start returns only
+//!   after init has run in the new thread, with init's result. A failed init ends the thread and
+//!   its error goes to the starter. A thread whose start returned `Ok` has run its body: the
+//!   window in which a woken thread can still be stopped before its body runs (H2) is closed,
+//!   so its handle's `stop` returns the main part's value, not an [`Exit`].
+//! - [`spawn_service`]: a thread that runs one step each time its handle's
+//!   [`Service::wake`] is called. Wakes that arrive while a step runs are coalesced into one more
+//!   step; no wake is lost, not even at stop. [`Service::stop`] waits for the steps still owed
+//!   and returns the value of the last one.
+//!
+//! # Examples
+//!
+//! ```ignore
+//! use kthread_rs::service;
+//!
+//! // Init (allocate, probe) in the thread itself; the starter learns whether it worked.
+//! let t = service::spawn_with_init(
+//!     fmt!("mydrv-init"),
+//!     |_ctx| KVec::<u8>::with_capacity(4096, GFP_KERNEL).map_err(|_| ENOMEM),
+//!     |buf, _ctx| buf.capacity(),
+//! )?;
+//! let capacity = t.stop()?;
+//!
+//! // A service: one step per wake, coalesced while a step runs.
+//! let svc = service::spawn_service(fmt!("mydrv-svc"), 0u32, |n| {
+//!     *n += 1;
+//!     *n
+//! })?;
+//! svc.wake();
+//! let _last: Option<u32> = svc.stop()?;
+//! # Ok::<(), Error>(())
+//! ```
+
+use super::thread::{self, Context, Exit, Thread, Wake};
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::{
+    fmt, new_mutex,
+    prelude::*,
+    sync::{Arc, Completion, Mutex},
+};
+
+/// What the new thread tells its starter: init's result, once.
+#[pin_data]
+struct InitReport {
+    #[pin]
+    done: Completion,
+    #[pin]
+    result: Mutex<Option<Result>>,
+}
+
+impl InitReport {
+    fn report(&self, r: Result) {
+        *self.result.lock() = Some(r);
+        self.done.complete_all();
+    }
+}
+
+/// A thread started by [`spawn_with_init`], whose init succeeded: its main part has run or runs.
+pub struct InitThread<T> {
+    thread: Thread<Option<T>>,
+}
+
+/// Create a thread that runs `init` and then, if it succeeded, `main` with its value; return
+/// once `init` has run, with its error if it failed (the thread has then ended and been reaped).
+///
+/// `init`'s value stays in the new thread: it need not be `Send`. The starter waits for `init`
+/// uninterruptibly, as a C driver's `wait_for_completion()` after `kthread_run()` would.
+pub fn spawn_with_init<S, T, I, M>(
+    name: fmt::Arguments<'_>,
+    init: I,
+    main: M,
+) -> Result<InitThread<T>>
+where
+    I: FnOnce(&Context<'_>) -> Result<S> + Send + 'static,
+    M: FnOnce(S, &Context<'_>) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let report = Arc::pin_init(
+        pin_init!(InitReport {
+            done <- Completion::new(),
+            result <- new_mutex!(None),
+        }),
+        GFP_KERNEL,
+    )?;
+    let theirs = report.clone();
+    let thread = thread::spawn(name, move |ctx| match init(ctx) {
+        Ok(state) => {
+            theirs.report(Ok(()));
+            Some(main(state, ctx))
+        }
+        Err(e) => {
+            theirs.report(Err(e));
+            None
+        }
+    })?;
+    // Nothing stops the thread before this wait ends (only `thread` could, and it is here), so
+    // its body runs, and reports.
+    report.done.wait_for_completion();
+    let r = report.result.lock().take().unwrap_or(Err(EINVAL));
+    match r {
+        Ok(()) => Ok(InitThread { thread }),
+        Err(e) => {
+            // The body returns right after a failed init.
+            let _ = thread.join()?;
+            Err(e)
+        }
+    }
+}
+
+impl<T> InitThread<T> {
+    /// Ask the thread to stop, wait for it, and return what `main` returned.
+    ///
+    /// `EDEADLK` when called on the thread itself.
+    pub fn stop(self) -> Result<T> {
+        Self::value(self.thread.stop()?)
+    }
+
+    /// Wait until `main` returns by itself, and return its value.
+    pub fn join(self) -> Result<T> {
+        Self::value(self.thread.join()?)
+    }
+
+    fn value(exit: Exit<Option<T>>) -> Result<T> {
+        match exit {
+            Exit::Returned(Some(v)) => Ok(v),
+            // Not reachable: init succeeded, so the body ran and returned `main`'s value.
+            Exit::Returned(None) | Exit::NeverRan => Err(EINVAL),
+        }
+    }
+
+    /// Wake the thread if it sleeps in [`Context::wait_until`].
+    pub fn wake_up(&self) {
+        self.thread.wake_up()
+    }
+}
+
+/// A wake-driven service thread; see [`spawn_service`].
+pub struct Service<T> {
+    thread: Thread<Option<T>>,
+    pending: Arc<AtomicBool>,
+}
+
+/// Start a thread that calls `step(&mut state)` once for every [`Service::wake`] (wakes that
+/// arrive during a step are coalesced into one more step), until [`Service::stop`].
+pub fn spawn_service<S, T, F>(
+    name: fmt::Arguments<'_>,
+    mut state: S,
+    mut step: F,
+) -> Result<Service<T>>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    F: FnMut(&mut S) -> T + Send + 'static,
+{
+    let pending = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+    let theirs = pending.clone();
+    let thread = thread::spawn(name, move |ctx| {
+        let mut last = None;
+        // The flag is taken before the step: a wake during the step sets it again, and the
+        // next `wait_until` sees it at once.
+        while ctx.wait_until(|| theirs.swap(false, Ordering::AcqRel), None) == Wake::Condition {
+            last = Some(step(&mut state));
+        }
+        last
+    })?;
+    Ok(Service { thread, pending })
+}
+
+impl<T> Service<T> {
+    /// Ask for one more step. Never sleeps; callable from any context that may wake a task.
+    pub fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.thread.wake_up();
+    }
+
+    /// Stop the thread and return the last step's value (`None` if no step ran). A step that
+    /// runs, and the step of a wake made before this call, finish first: no wake is lost. (Only
+    /// this handle wakes the thread, and `stop` takes it by value, so no wake comes after.)
+    pub fn stop(self) -> Result<Option<T>> {
+        Ok(self.thread.stop()?.returned().flatten())
+    }
+}

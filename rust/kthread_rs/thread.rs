@@ -48,6 +48,7 @@ use kernel::{
     cpu::CpuId,
     error::from_err_ptr,
     fmt,
+    mm::MmWithUser,
     prelude::*,
     static_lock_class,
     str::CString,
@@ -110,10 +111,71 @@ pub struct Context<'a> {
     /// Set while a [`PerCpuThreads`] step runs with migration disabled: parking then would
     /// keep the CPU pinned and hang its offlining, so the step loop parks after the step.
     pinned: core::cell::Cell<bool>,
+    /// The user mm that [`Context::use_mm`] lent to this thread, or null.
+    mm: core::cell::Cell<*mut bindings::mm_struct>,
     _not_send: PhantomData<*mut ()>,
 }
 
+/// A user address space lent to a kthread (`kthread_use_mm()`), until the guard is dropped
+/// (`kthread_unuse_mm()`); see [`Context::use_mm`]. While it lives, the thread's user copies
+/// (`kernel::uaccess`) reach that address space.
+///
+/// # Invariants
+///
+/// `kthread_use_mm(mm)` was called on the current kthread, whose [`Context`] has `slot`, and
+/// `slot` holds `mm`.
+pub struct MmGuard<'a> {
+    slot: &'a core::cell::Cell<*mut bindings::mm_struct>,
+    mm: ARef<MmWithUser>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl MmGuard<'_> {
+    /// The address space in use.
+    pub fn mm(&self) -> &MmWithUser {
+        &self.mm
+    }
+}
+
+impl Drop for MmGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, the current kthread uses `mm` since `kthread_use_mm()`,
+        // and this is the matching call (the guard is not `Send`: this is the same thread).
+        unsafe { bindings::kthread_unuse_mm(self.mm.as_raw()) };
+        self.slot.set(ptr::null_mut());
+        // `mm` (the `mmget()` reference) is released after the thread stopped using it.
+    }
+}
+
 impl Context<'_> {
+    /// Work on behalf of a user process: use its address space, `mm`, until the returned guard
+    /// is dropped (the C `kthread_use_mm()`/`kthread_unuse_mm()`, as vhost and USB gadget
+    /// drivers do). `mm` is a counted reference (`mmget()`), so the address space stays while
+    /// the guard lives, even if the process exits meanwhile.
+    ///
+    /// Do user copies only while the guard lives: after `kthread_unuse_mm()` the CPU may keep
+    /// the address space's page tables lazily, so a copy could still reach it, and the kernel
+    /// does not refuse it (the tests show `current->mm` cleared, not the copies refused).
+    ///
+    /// `EBUSY` if this thread already uses an mm (the C code would WARN). A guard that is leaked
+    /// rather than dropped leaks the reference; the thread then stops using the mm when its body
+    /// returns, so its exit never releases an mm it does not own.
+    pub fn use_mm(&self, mm: ARef<MmWithUser>) -> Result<MmGuard<'_>> {
+        if !self.mm.get().is_null() {
+            return Err(EBUSY);
+        }
+        // SAFETY: `current` is a kthread that uses no mm (by the type invariant and the check
+        // above: only this function sets one), and `mm` is a live, counted mm.
+        unsafe { bindings::kthread_use_mm(mm.as_raw()) };
+        self.mm.set(mm.as_raw());
+        // INVARIANT: `kthread_use_mm(mm)` was just called on this thread; the slot holds `mm`.
+        Ok(MmGuard {
+            slot: &self.mm,
+            mm,
+            _not_send: PhantomData,
+        })
+    }
+
     /// Has [`Thread::stop`] (or a drop of the handle) asked this thread to stop?
     ///
     /// The C `kthread_should_stop()`. A body returns soon after this becomes true.
@@ -427,6 +489,7 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
     let ctx = Context {
         control,
         pinned: core::cell::Cell::new(false),
+        mm: core::cell::Cell::new(ptr::null_mut()),
         _not_send: PhantomData,
     };
     // SAFETY: By the invariants of `Shared`, only this thread touches `body` now.
@@ -435,6 +498,13 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
         // SAFETY: By the invariants of `Shared`, the handle reads `result` only after this
         // thread exited.
         unsafe { *shared.result.get() = Some(out) };
+    }
+    let leaked_mm = ctx.mm.get();
+    if !leaked_mm.is_null() {
+        // A leaked `MmGuard`: stop using its mm here, or the exit would release an mm that
+        // this thread only borrowed.
+        // SAFETY: The slot is set only between `kthread_use_mm()` and the guard's drop.
+        unsafe { bindings::kthread_unuse_mm(leaked_mm) };
     }
     control.returned.complete_all();
     if B::PARKABLE {

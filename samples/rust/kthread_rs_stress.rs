@@ -22,7 +22,10 @@
 
 use core::{
     ops::ControlFlow,
-    sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed},
+    sync::atomic::{
+        AtomicBool, AtomicI64, AtomicU32, AtomicU64,
+        Ordering::{Acquire, Relaxed, Release},
+    },
 };
 use kernel::{
     bindings,
@@ -630,16 +633,20 @@ struct Lane {
 }
 
 const WORKS_PER_LANE: usize = 16;
-const DELAYED_PER_LANE: usize = 4;
+/// Delayed works per producer and lane. Each producer modifies and cancels only its own: the C
+/// code drops a delayed work whose timer fires while another thread cancels it, and then
+/// kthread-rs cannot reclaim that queue's reference (a leak, never a use-after-free; see
+/// `Worker::cancel_delayed_sync`).
+const DELAYED_PER_PRODUCER: usize = 2;
 
-fn new_lane(i: usize) -> Result<Lane> {
+fn new_lane(i: usize, producers: usize) -> Result<Lane> {
     let worker = Worker::create(fmt!("krs-st-worker/{}", i))?;
     let mut works = KVec::with_capacity(WORKS_PER_LANE, GFP_KERNEL)?;
     for _ in 0..WORKS_PER_LANE {
         works.push(Work::new(Item::new())?, GFP_KERNEL)?;
     }
-    let mut delayed = KVec::with_capacity(DELAYED_PER_LANE, GFP_KERNEL)?;
-    for _ in 0..DELAYED_PER_LANE {
+    let mut delayed = KVec::with_capacity(DELAYED_PER_PRODUCER * producers, GFP_KERNEL)?;
+    for _ in 0..DELAYED_PER_PRODUCER * producers {
         delayed.push(crate::new_delayed_work!(Item::new())?, GFP_KERNEL)?;
     }
     Ok(Lane {
@@ -651,10 +658,11 @@ fn new_lane(i: usize) -> Result<Lane> {
 
 /// One producer step on a random lane: queue (most often), cancel, flush, delayed queue, mod or
 /// cancel, or a one-shot closure.
-fn produce_once(lanes: &[Lane], rng: &mut Rng) {
+fn produce_once(me: usize, lanes: &[Lane], rng: &mut Rng) {
     let lane = &lanes[rng.below(lanes.len() as u64) as usize];
     let w = &lane.works[rng.below(WORKS_PER_LANE as u64) as usize];
-    let d = &lane.delayed[rng.below(DELAYED_PER_LANE as u64) as usize];
+    let d =
+        &lane.delayed[me * DELAYED_PER_PRODUCER + rng.below(DELAYED_PER_PRODUCER as u64) as usize];
     match rng.below(16) {
         0..=8 => {
             w.stamp();
@@ -710,7 +718,7 @@ fn producer(me: usize, lanes: Arc<KVec<Lane>>, p: Params) -> Result<Thread<()>> 
         let mut rng = Rng::new(p.seed, 200 + me as u64);
         let mut n = 0u32;
         while !ctx.should_stop() && !ENDING.load(Relaxed) {
-            produce_once(&lanes, &mut rng);
+            produce_once(me, &lanes, &mut rng);
             n += 1;
             if n % 64 == 0 {
                 ctx.sleep(Delta::from_micros(200));
@@ -748,7 +756,8 @@ impl Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        STATS.live_probes.fetch_sub(1, Relaxed);
+        // Release: the controller's Acquire load of zero then sees this probe's counts.
+        STATS.live_probes.fetch_sub(1, Release);
     }
 }
 
@@ -851,16 +860,17 @@ fn hotplug(p: Params) -> Result<Thread<()>> {
             let cpu = 1 + rng.below(u64::from(nr_cpu_ids() - 1)) as u32;
             if cpu_is_online(cpu) {
                 // SAFETY: `remove_cpu()` takes any CPU number and refuses what it cannot do.
-                match unsafe { bindings::remove_cpu(cpu) } {
-                    0 => STATS.offlines.fetch_add(1, Relaxed),
-                    _ => STATS.hotplug_failed.fetch_add(1, Relaxed),
-                };
-                ctx.sleep(half);
-                // SAFETY: As above, `add_cpu()`.
-                match unsafe { bindings::add_cpu(cpu) } {
-                    0 => STATS.onlines.fetch_add(1, Relaxed),
-                    _ => STATS.hotplug_failed.fetch_add(1, Relaxed),
-                };
+                if unsafe { bindings::remove_cpu(cpu) } == 0 {
+                    STATS.offlines.fetch_add(1, Relaxed);
+                    ctx.sleep(half);
+                    // SAFETY: As above, `add_cpu()`.
+                    match unsafe { bindings::add_cpu(cpu) } {
+                        0 => STATS.onlines.fetch_add(1, Relaxed),
+                        _ => STATS.hotplug_failed.fetch_add(1, Relaxed),
+                    };
+                } else {
+                    STATS.hotplug_failed.fetch_add(1, Relaxed);
+                }
             }
             ctx.sleep(half);
         }
@@ -901,7 +911,7 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
     }
     let mut lanes = KVec::with_capacity(p.nworkers as usize, GFP_KERNEL)?;
     for i in 0..p.nworkers as usize {
-        lanes.push(new_lane(i)?, GFP_KERNEL)?;
+        lanes.push(new_lane(i, p.nproducers as usize)?, GFP_KERNEL)?;
     }
     let lanes = Arc::new(lanes, GFP_KERNEL)?;
     for i in 0..p.nproducers as usize {
@@ -959,7 +969,7 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
     all_cpus_online();
     // Callbacks on the companion run when its threads next leave the kernel: give them 10 s.
     for _ in 0..1000 {
-        if STATS.live_probes.load(Relaxed) == 0 {
+        if STATS.live_probes.load(Acquire) == 0 {
             break;
         }
         fsleep(Delta::from_millis(10));

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ktap.h"
+
 struct krs_mm_req {
 	uint64_t addr;
 	uint64_t value;
@@ -27,15 +29,7 @@ struct krs_mm_req {
 
 static int dev;
 static volatile uint64_t word;
-static char why[200];
 
-#define CHECK(cond)							\
-	do {								\
-		if (!(cond)) {						\
-			snprintf(why, sizeof(why), "line %d: %s (errno %d)", __LINE__, #cond, errno); \
-			return 1;					\
-		}							\
-	} while (0)
 
 static int req(unsigned long cmd, uint64_t value)
 {
@@ -92,10 +86,7 @@ static int t_exited_process(void)
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+static const struct ktap_case cases[] = {
 	{ "kthread_writes_into_lent_mm", t_write },
 	{ "guard_drop_ends_use_mm", t_write_after_drop },
 	{ "nested_use_mm_refused", t_nested },
@@ -104,21 +95,5 @@ static const struct {
 
 int main(void)
 {
-	int n = sizeof(cases) / sizeof(cases[0]);
-
-	alarm(120);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("KTAP version 1\n1..%d\n", n);
-	dev = open("/dev/kthread-rs-mm", O_RDWR);
-	for (int i = 0; i < n; i++) {
-		int r;
-
-		why[0] = 0;
-		if (dev < 0)
-			snprintf(why, sizeof(why), "open: %s", strerror(errno));
-		r = dev < 0 ? 1 : cases[i].fn();
-		printf("%sok %d %s%s%s\n", r ? "not " : "", i + 1, cases[i].name, r ? " # " : "",
-		       r ? why : "");
-	}
-	return 0;
+	return ktap_run("/dev/kthread-rs-mm", &dev, cases, sizeof(cases) / sizeof(cases[0]), NULL, 120);
 }

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ktap.h"
+
 #define DEVICE "/dev/kthread-rs-task-work"
 #define MODULE "kthread_rs_task_work_test"
 
@@ -64,15 +66,7 @@ enum { RESUME = 1, SIGNAL = 2, SIGNAL_NO_IPI = 3 };
 
 static int dev;
 static volatile uint64_t word;	/* what the probes write to */
-static char why[300];
 
-#define CHECK(cond)							\
-	do {								\
-		if (!(cond)) {						\
-			snprintf(why, sizeof(why), "line %d: %s", __LINE__, #cond); \
-			return 1;					\
-		}							\
-	} while (0)
 
 static void msleep(int ms)
 {
@@ -496,10 +490,13 @@ static int t_rmmod_busy(void)
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+/* Every case starts with empty records. */
+static void reset_records(void)
+{
+	ioctl(dev, TW_RESET);
+}
+
+static const struct ktap_case cases[] = {
 	{ "resume_runs_in_caller_before_return", t_resume_self },
 	{ "signal_runs_in_caller_before_return", t_signal_self },
 	{ "signal_no_ipi_runs_in_caller_before_return", t_signal_no_ipi_self },
@@ -522,23 +519,5 @@ static const struct {
 
 int main(void)
 {
-	int n = sizeof(cases) / sizeof(cases[0]);
-
-	alarm(300);	/* never hang the VM run */
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("KTAP version 1\n1..%d\n", n);
-	dev = open(DEVICE, O_RDWR);
-	for (int i = 0; i < n; i++) {
-		int r;
-
-		why[0] = 0;
-		if (dev < 0 && i == 0)
-			snprintf(why, sizeof(why), "open %s: %s", DEVICE, strerror(errno));
-		r = dev < 0 ? 1 : (ioctl(dev, TW_RESET), cases[i].fn());
-		if (r)
-			printf("not ok %d %s # %s\n", i + 1, cases[i].name, why);
-		else
-			printf("ok %d %s\n", i + 1, cases[i].name);
-	}
-	return 0;
+	return ktap_run(DEVICE, &dev, cases, sizeof(cases) / sizeof(cases[0]), reset_records, 300);
 }

@@ -11,7 +11,12 @@
 //! C headers: [`include/linux/kthread.h`](srctree/include/linux/kthread.h),
 //! [`include/linux/wait.h`](srctree/include/linux/wait.h).
 
-use kernel::{bindings, prelude::*, sync::LockClassKey};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::{aref::ARef, LockClassKey},
+    task::Task,
+};
 
 /// `init_waitqueue_head()`: a macro around `__init_waitqueue_head()` with a static lock class.
 ///
@@ -47,4 +52,22 @@ pub(crate) fn eshutdown() -> Error {
 /// `-EDEADLK`, which the kernel crate has no constant for: the call would wait for itself.
 pub(crate) fn edeadlk() -> Error {
     Error::from_errno(-(bindings::EDEADLK as c_int))
+}
+
+/// The task with this pid number (in the caller's pid namespace), counted: `find_get_pid()` and
+/// `get_pid_task()`, which the kernel crate does not wrap. For the tests and the samples, which
+/// pick task work targets by pid.
+pub fn task_of_pid(pid: i32) -> Option<ARef<Task>> {
+    // SAFETY: `find_get_pid()` takes any number; it returns a counted `struct pid` or null.
+    let p = unsafe { bindings::find_get_pid(pid) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a counted pid, released right after.
+    let t = unsafe { bindings::get_pid_task(p, bindings::pid_type_PIDTYPE_PID) };
+    // SAFETY: The reference taken by `find_get_pid()`.
+    unsafe { bindings::put_pid(p) };
+    // SAFETY: `get_pid_task()` returned a counted task reference (or null), which the `ARef`
+    // now owns; `Task` is a transparent wrapper of `task_struct`.
+    core::ptr::NonNull::new(t).map(|t| unsafe { ARef::from_raw(t.cast()) })
 }

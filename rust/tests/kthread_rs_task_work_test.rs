@@ -21,10 +21,7 @@
 //! program reads counts exactly the pending callbacks, and the program closes the device before
 //! it checks that `rmmod` waits for them.
 
-use core::{
-    ptr::NonNull,
-    sync::atomic::{AtomicI32, AtomicU32, Ordering},
-};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use kernel::{
     bindings,
     fs::File,
@@ -41,7 +38,10 @@ use kernel::{
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
 
-use kthread_rs::task_work::{self, Callback, Notify, Pending};
+use kthread_rs::{
+    sys,
+    task_work::{self, Callback, Notify, Pending},
+};
 
 module! {
     type: TaskWorkTest,
@@ -247,29 +247,12 @@ fn slot_of(slot: u32) -> Result<usize> {
     }
 }
 
-/// The task with this pid, counted.
-fn task_of_pid(pid: i32) -> Result<ARef<Task>> {
-    // SAFETY: `find_get_pid()` takes any number; it returns a counted `struct pid` or null.
-    let p = unsafe { bindings::find_get_pid(pid) };
-    if p.is_null() {
-        return Err(ESRCH);
-    }
-    // SAFETY: `p` is a counted pid, released right after.
-    let t = unsafe { bindings::get_pid_task(p, bindings::pid_type_PIDTYPE_PID) };
-    // SAFETY: The reference taken by `find_get_pid()`.
-    unsafe { bindings::put_pid(p) };
-    let t = NonNull::new(t).ok_or(ESRCH)?;
-    // SAFETY: `get_pid_task()` returned a counted task reference, which the `ARef` now owns;
-    // `Task` is a transparent wrapper of `task_struct`.
-    Ok(unsafe { ARef::from_raw(t.cast()) })
-}
-
 impl TwFile {
     fn target(&self, pid: i32) -> Result<ARef<Task>> {
         match pid {
             0 => Ok(ARef::from(&**kernel::current!())),
             -1 => self.state.lock().held.clone().ok_or(ENOENT),
-            p => task_of_pid(p),
+            p => sys::task_of_pid(p).ok_or(ESRCH),
         }
     }
 
@@ -406,7 +389,7 @@ impl MiscDevice for TwFile {
                 Ok(0)
             }
             TW_HOLD => {
-                let task = task_of_pid(i32::try_from(arg)?)?;
+                let task = sys::task_of_pid(i32::try_from(arg)?).ok_or(ESRCH)?;
                 me.state.lock().held = Some(task);
                 Ok(0)
             }

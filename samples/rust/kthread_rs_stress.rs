@@ -41,6 +41,7 @@ use kernel::{
 pub mod kthread_rs;
 
 use kthread_rs::{
+    sys,
     task_work::{self, Callback, Notify},
     thread::{self, Exit, PerCpuThreads, Thread, Wake},
     worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
@@ -773,27 +774,12 @@ impl Callback for Probe {
     }
 }
 
-fn task_of(pid: i32) -> Option<ARef<Task>> {
-    // SAFETY: `find_get_pid()` takes any number; it returns a counted `struct pid` or null.
-    let p = unsafe { bindings::find_get_pid(pid) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` is a counted pid, released right after.
-    let t = unsafe { bindings::get_pid_task(p, bindings::pid_type_PIDTYPE_PID) };
-    // SAFETY: The reference taken by `find_get_pid()`.
-    unsafe { bindings::put_pid(p) };
-    // SAFETY: `get_pid_task()` returned a counted task reference (or null), which the `ARef`
-    // now owns; `Task` is a transparent wrapper of `task_struct`.
-    core::ptr::NonNull::new(t).map(|t| unsafe { ARef::from_raw(t.cast()) })
-}
-
 /// The companion's threads: tasks `tw_pid..tw_pid + tw_threads` of thread group `tw_pid`.
 fn tw_targets(p: &Params) -> Result<KVec<ARef<Task>>> {
     let mut v = KVec::new();
     for i in 0..p.tw_threads {
         let pid = p.tw_pid.saturating_add(i32::try_from(i)?);
-        if let Some(t) = task_of(pid) {
+        if let Some(t) = sys::task_of_pid(pid) {
             if t.tgid_nr_ns(None) == p.tw_pid {
                 v.push(t, GFP_KERNEL)?;
             }

@@ -71,3 +71,46 @@ pub fn task_of_pid(pid: i32) -> Option<ARef<Task>> {
     // now owns; `Task` is a transparent wrapper of `task_struct`.
     core::ptr::NonNull::new(t).map(|t| unsafe { ARef::from_raw(t.cast()) })
 }
+
+/// Take a reference on this module, so that it cannot be unloaded until [`this_module_put`]
+/// (`try_module_get(THIS_MODULE)`); for code of this module that runs with no owner to wait
+/// for it: task work callbacks and detached threads.
+///
+/// `EBUSY` unless the module is live. A module whose `init` fails is freed whatever
+/// references it has, so nothing may be left running before `init` has returned; once live, a
+/// module is freed only when its count is zero.
+///
+/// The module is `crate::THIS_MODULE`: this file is included into each module crate (see
+/// [`super`]), so it always names the module whose code is running. Null (built in) always
+/// succeeds.
+pub(crate) fn this_module_get() -> Result {
+    let module = crate::THIS_MODULE.as_ptr();
+    if module.is_null() {
+        return Ok(());
+    }
+    // SAFETY: `module` is this module, which is not freed while its code runs; `state` is a
+    // plain enum that the module loader writes (read once, like the C `READ_ONCE()`).
+    let state = unsafe { core::ptr::read_volatile(&raw const (*module).state) };
+    if state != bindings::module_state_MODULE_STATE_LIVE {
+        return Err(EBUSY);
+    }
+    // SAFETY: `module` is this module, live a moment ago. If its unload has begun since,
+    // `try_module_get()` fails.
+    if unsafe { bindings::try_module_get(module) } {
+        Ok(())
+    } else {
+        Err(EBUSY)
+    }
+}
+
+/// Give back a reference taken by [`this_module_get`] (`module_put(THIS_MODULE)`).
+///
+/// # Safety
+///
+/// The caller owns a reference taken by [`this_module_get`], and gives it up. Once this
+/// returns, the module may be freed: the caller must not return into this module's code. Use
+/// it only where no module code runs afterwards, or where something else still pins it.
+pub(crate) unsafe fn this_module_put() {
+    // SAFETY: By the function's safety requirements; `module_put(NULL)` does nothing.
+    unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) };
+}

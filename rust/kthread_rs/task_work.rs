@@ -95,6 +95,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+use super::sys;
 use core::{
     cell::UnsafeCell,
     mem::ManuallyDrop,
@@ -227,18 +228,6 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
     if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
         return Err((EINVAL, work));
     }
-    let module = crate::THIS_MODULE.as_ptr();
-    // A module whose `init` fails is freed whatever references it has, so its callbacks must
-    // not be queued before it is live. Once live, it is freed only when its count is zero.
-    let live = module.is_null() || {
-        // SAFETY: `module` is this module, which is not freed while this code runs; `state` is
-        // a plain enum that the module loader writes (read once, like the C `READ_ONCE()`).
-        let state = unsafe { ptr::read_volatile(&raw const (*module).state) };
-        state == bindings::module_state_MODULE_STATE_LIVE
-    };
-    if !live {
-        return Err((EBUSY, work));
-    }
     let node = match UniqueArc::new_uninit(GFP_KERNEL) {
         Ok(node) => node,
         Err(_) => return Err((ENOMEM, work)),
@@ -251,10 +240,9 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
             work: UnsafeCell::new(ManuallyDrop::new(work)),
         })
         .into();
-    // SAFETY: `module` is null (built in) or this module, live a moment ago. If its unload has
-    // begun since, `try_module_get()` fails.
-    if !unsafe { bindings::try_module_get(module) } {
-        return Err((EBUSY, give_back(node)));
+    // Queued callbacks run this module's code with no owner to wait for them (H17).
+    if let Err(e) = sys::this_module_get() {
+        return Err((e, give_back(node)));
     }
     // The reference that the C code holds until it calls `task_work_func`.
     let raw = Arc::into_raw(node.clone());
@@ -272,7 +260,7 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
         // and so is the module reference.
         unsafe {
             drop(Arc::from_raw(raw));
-            bindings::module_put(module);
+            sys::this_module_put();
         }
         return Err((Error::from_errno(ret), give_back(node)));
     }

@@ -320,6 +320,21 @@ impl Control {
             unsafe { bindings::kthread_stop(task.as_ptr()) };
         }
     }
+
+    /// Like [`Control::stop`], and give up the caller's task reference in the same call (the C
+    /// `kthread_stop_put()`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Control::stop`].
+    unsafe fn stop_put(&self, task: ARef<Task>) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: As in `stop`; `kthread_stop_put()` consumes the reference that `into_raw`
+        // hands over, after the thread has exited.
+        unsafe { bindings::kthread_stop_put(ARef::into_raw(task).as_ptr().cast()) };
+    }
 }
 
 /// A thread body, run once in the new thread.
@@ -751,20 +766,43 @@ impl<T> Handle<T> {
         ptr::eq(self.task.as_ptr(), Task::current_raw())
     }
 
-    fn stop(&self) -> Result<Exit<T>> {
+    /// Stop the thread (after its body returned, if `join`), give up the task reference with
+    /// `kthread_stop_put()`, and say how the thread ended.
+    fn finish(self, join: bool) -> Result<Exit<T>> {
         if self.is_current() {
+            // Dropping `self` leaves the thread running; see `Drop`.
             return Err(sys::edeadlk());
         }
-        // SAFETY: By the type invariant; a handle has one owner, so stops are not concurrent.
-        Ok(unsafe { stop_thread(&self.task, &**self.core) })
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: Taken once, here; `this` is never dropped, so `Drop` does not see them.
+        let (task, core) = unsafe {
+            (
+                ManuallyDrop::take(&mut this.task),
+                ManuallyDrop::take(&mut this.core),
+            )
+        };
+        if join {
+            kernel::task::might_sleep();
+            // A woken thread runs its body unless stopped, and only its handle (this one)
+            // stops it; `join` is offered on started threads only.
+            core.control().returned.wait_for_completion();
+        }
+        // SAFETY: By the type invariant `task` runs `trampoline` on `core`; a handle has one
+        // owner, so stops are not concurrent.
+        unsafe { core.control().stop_put(task) };
+        // SAFETY: `stop_put` returned, so the thread has exited.
+        Ok(match unsafe { core.take_result() } {
+            Some(v) => Exit::Returned(v),
+            None => Exit::NeverRan,
+        })
     }
 
-    fn join(&self) -> Result<Exit<T>> {
-        if self.is_current() {
-            return Err(sys::edeadlk());
-        }
-        // SAFETY: As in `stop`; `join` is offered on started threads only.
-        Ok(unsafe { join_thread(&self.task, &**self.core) })
+    fn stop(self) -> Result<Exit<T>> {
+        self.finish(false)
+    }
+
+    fn join(self) -> Result<Exit<T>> {
+        self.finish(true)
     }
 }
 
@@ -777,14 +815,13 @@ impl<T> Drop for Handle<T> {
             return;
         }
         kernel::task::might_sleep();
+        // SAFETY: Taken once, here, and not used afterwards.
+        let task = unsafe { ManuallyDrop::take(&mut self.task) };
         // Stop-before-drop: the thread exits before the `Arc` (body, result) can be freed.
-        // SAFETY: As in `Handle::stop`.
-        unsafe { self.control().stop(&self.task) };
+        // SAFETY: As in `Handle::finish`.
+        unsafe { self.control().stop_put(task) };
         // SAFETY: Dropped once, here, and not used afterwards.
-        unsafe {
-            ManuallyDrop::drop(&mut self.core);
-            ManuallyDrop::drop(&mut self.task);
-        }
+        unsafe { ManuallyDrop::drop(&mut self.core) };
     }
 }
 
@@ -1191,7 +1228,7 @@ impl ScopeEntry {
         // SAFETY: By the type invariant, `control` lives as long as the reference in `shared`,
         // which is still held, and belongs to `task`. The scope's thread handles are `!Send`
         // and the scope's closure has returned, so nothing stops the thread concurrently.
-        unsafe { (*self.control).stop(&self.task) };
+        unsafe { (*self.control).stop_put(self.task) };
         // SAFETY: By the type invariant; `self` is consumed, so `shared` is not used again.
         unsafe { (self.release)(self.shared) };
     }

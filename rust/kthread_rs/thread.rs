@@ -46,6 +46,7 @@ use core::{
 use kernel::{
     bindings,
     cpu::CpuId,
+    cpumask::Cpumask,
     error::from_err_ptr,
     fmt,
     mm::MmWithUser,
@@ -837,16 +838,86 @@ pub struct Parkable;
 #[must_use = "a NewThread is stopped, without running its body, when it is dropped"]
 pub struct NewThread<T, P = Unparkable> {
     handle: Handle<T>,
+    /// Bound to a CPU (`kthread_bind()` or `kthread_create_on_cpu()`).
+    bound: bool,
+    /// Has a preferred affinity (`kthread_affine_preferred()`).
+    preferred: bool,
     _kind: PhantomData<P>,
 }
 
 impl<T, P> NewThread<T, P> {
     /// Bind the thread to `cpu` (the C `kthread_bind()`); `EINVAL` for an impossible CPU.
+    ///
+    /// `EINVAL` after [`NewThread::affine_preferred`]: the kernel re-applies a preferred
+    /// affinity at every CPU online, and WARNs if it finds the thread bound.
     pub fn bind(&mut self, cpu: CpuId) -> Result<&mut Self> {
         check_possible(cpu)?;
+        if self.preferred {
+            return Err(EINVAL);
+        }
         // SAFETY: The thread has not been woken yet (this type's purpose), as `kthread_bind()`
         // requires, and `cpu` is a possible CPU.
         unsafe { bindings::kthread_bind(self.handle.task.as_ptr(), cpu.as_u32()) };
+        self.bound = true;
+        Ok(self)
+    }
+
+    /// Prefer the CPUs of `mask` (the C `kthread_affine_preferred()`): unlike
+    /// [`NewThread::bind`], a preference, that the kernel keeps across CPU hotplug. While none
+    /// of `mask`'s CPUs is online (or all are isolated), the thread runs on the housekeeping
+    /// CPUs; as soon as one comes back online, the kernel moves it back to `mask`.
+    ///
+    /// - `EINVAL` if `mask` is empty or has an impossible CPU, or if the thread is bound
+    ///   ([`NewThread::bind`], [`create_on_cpu`]): the C function would WARN, now or at the
+    ///   next CPU online.
+    /// - `EBUSY` if the thread has a preferred affinity already (C WARNs).
+    /// - `ENOMEM`.
+    ///
+    /// # Examples
+    ///
+    /// ```ignore
+    /// use kernel::{cpu::CpuId, cpumask::CpumaskVar};
+    /// use kthread_rs::thread;
+    ///
+    /// // Prefer CPU 1 (say, the CPU of the device's interrupt), without pinning to it.
+    /// let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
+    /// mask.set(CpuId::from_u32(1).ok_or(EINVAL)?);
+    /// let mut t = thread::create(fmt!("mydrv-irqwork"), |ctx| {
+    ///     while ctx.sleep(kernel::time::Delta::from_millis(10)) != thread::Wake::Stop {}
+    /// })?;
+    /// t.affine_preferred(&mask)?;
+    /// let t = t.start();
+    /// # drop(t);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn affine_preferred(&mut self, mask: &Cpumask) -> Result<&mut Self> {
+        if self.preferred {
+            return Err(EBUSY);
+        }
+        if self.bound {
+            return Err(EINVAL);
+        }
+        let mut any = false;
+        for cpu in 0..kernel::cpu::nr_cpu_ids() {
+            // `cpu < nr_cpu_ids`.
+            let Some(id) = CpuId::from_u32(cpu) else {
+                break;
+            };
+            if mask.test(id) {
+                check_possible(id)?;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(EINVAL);
+        }
+        // SAFETY: The thread has not been woken yet (this type's purpose), as the C function
+        // requires; it is not bound and has no preferred affinity (checked above, tracked by
+        // `bind` and here); `mask` is a valid cpumask of possible CPUs.
+        to_result(unsafe {
+            bindings::kthread_affine_preferred(self.handle.task.as_ptr(), mask.as_raw())
+        })?;
+        self.preferred = true;
         Ok(self)
     }
 
@@ -1180,6 +1251,8 @@ fn new_thread<B: Body + 'static, P>(
             task: ManuallyDrop::new(task),
             core: ManuallyDrop::new(shared),
         },
+        bound: matches!(place, Place::Cpu(_)),
+        preferred: false,
         _kind: PhantomData,
     })
 }
@@ -1597,6 +1670,8 @@ impl<S: Send + 'static> PerCpuThreads<S> {
                                 task: ManuallyDrop::new(task),
                                 core: ManuallyDrop::new(shared),
                             },
+                            bound: true,
+                            preferred: false,
                             _kind: PhantomData,
                         }
                         .start();

@@ -1032,3 +1032,124 @@ mod service_tests {
         Ok(())
     }
 }
+
+/// `NewThread::affine_preferred()` over `kthread_affine_preferred()`.
+#[kunit_tests(kthread_rs_affinity)]
+mod affinity_tests {
+    use super::kthread_rs::thread::{self, Wake};
+    use crate::common::{cpu_online, eventually, ms};
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use kernel::{
+        bindings,
+        cpu::{nr_cpu_ids, CpuId},
+        cpumask::{Cpumask, CpumaskVar},
+        prelude::*,
+        sync::Arc,
+        task::Task,
+    };
+
+    /// The highest online CPU other than 0, if any.
+    fn victim() -> Option<u32> {
+        (1..nr_cpu_ids()).rev().find(|&c| cpu_online(c))
+    }
+
+    fn only(cpu: u32) -> Result<CpumaskVar> {
+        let mut m = CpumaskVar::new_zero(GFP_KERNEL)?;
+        m.set(CpuId::from_u32(cpu).ok_or(EINVAL)?);
+        Ok(m)
+    }
+
+    /// Is the task allowed exactly `cpu`?
+    fn allowed_only(task: &Task, cpu: u32) -> bool {
+        // SAFETY: The task is alive (borrowed); `cpus_mask` is a cpumask of the task, read
+        // without its lock (a torn read only fails the test).
+        let mask = unsafe { Cpumask::from_raw(&raw const (*task.as_ptr()).cpus_mask) };
+        mask.weight() == 1 && CpuId::from_u32(cpu).is_some_and(|c| mask.test(c))
+    }
+
+    /// A thread that records the CPU it runs on, every millisecond, until stopped.
+    fn recorder(mask: &Cpumask) -> Result<(thread::Thread<()>, Arc<AtomicU32>)> {
+        let on = Arc::new(AtomicU32::new(u32::MAX), GFP_KERNEL)?;
+        let o = on.clone();
+        let mut t = thread::create(fmt!("krs-pref"), move |ctx| {
+            while ctx.sleep(ms(1)) != Wake::Stop {
+                o.store(CpuId::current().as_u32(), SeqCst);
+            }
+        })?;
+        t.affine_preferred(mask)?;
+        Ok((t.start(), on))
+    }
+
+    /// The preferred affinity is applied before the first wake-up: the thread runs there.
+    #[test]
+    fn affine_preferred_applies() -> Result {
+        let Some(v) = victim() else { return Ok(()) };
+        let mask = only(v)?;
+        let (t, on) = recorder(&mask)?;
+        assert!(eventually(|| on.load(SeqCst) == v));
+        assert!(allowed_only(&t, v));
+        Ok(())
+    }
+
+    /// Across a real CPU offline/online cycle: while its CPU is offline the thread runs
+    /// elsewhere; once the CPU is back, the kernel moves it back there (unlike a bound thread
+    /// that the scheduler unbinds for good).
+    #[test]
+    fn affine_preferred_follows_hotplug() -> Result {
+        let Some(v) = victim() else { return Ok(()) };
+        let mask = only(v)?;
+        let (t, on) = recorder(&mask)?;
+        assert!(eventually(|| on.load(SeqCst) == v));
+        // SAFETY: Taking a secondary CPU offline from process context is allowed.
+        let off = unsafe { bindings::remove_cpu(v) };
+        on.store(u32::MAX, SeqCst);
+        let moved = eventually(|| {
+            let c = on.load(SeqCst);
+            c != u32::MAX && c != v
+        });
+        let widened = !allowed_only(&t, v);
+        // SAFETY: Bringing the CPU back online, from process context.
+        let back = unsafe { bindings::add_cpu(v) };
+        assert_eq!(off, 0);
+        assert_eq!(back, 0);
+        assert!(moved);
+        assert!(widened);
+        assert!(eventually(|| allowed_only(&t, v)));
+        on.store(u32::MAX, SeqCst);
+        assert!(eventually(|| on.load(SeqCst) == v));
+        Ok(())
+    }
+
+    /// Misuse that the C function would WARN about (now or at the next CPU online) is an
+    /// error: a bound thread, a second call, `bind` after it, an empty mask.
+    #[test]
+    fn affine_preferred_refused() -> Result {
+        let cpu0 = CpuId::from_u32(0).ok_or(EINVAL)?;
+        let mask = only(0)?;
+        let body = |ctx: &thread::Context<'_>| while ctx.sleep(ms(1)) != Wake::Stop {};
+
+        let mut bound = thread::create_on_cpu(cpu0, fmt!("krs-pref-b"), body)?;
+        assert_eq!(bound.affine_preferred(&mask).err(), Some(EINVAL));
+
+        let mut bound = thread::create(fmt!("krs-pref-b2"), body)?;
+        bound.bind(cpu0)?;
+        assert_eq!(bound.affine_preferred(&mask).err(), Some(EINVAL));
+
+        let mut twice = thread::create(fmt!("krs-pref-2"), body)?;
+        twice.affine_preferred(&mask)?;
+        assert_eq!(twice.affine_preferred(&mask).err(), Some(EBUSY));
+        assert_eq!(twice.bind(cpu0).err(), Some(EINVAL));
+
+        let empty = CpumaskVar::new_zero(GFP_KERNEL)?;
+        let mut none = thread::create(fmt!("krs-pref-0"), body)?;
+        assert_eq!(none.affine_preferred(&empty).err(), Some(EINVAL));
+
+        // Dropped before start, with a preferred affinity: stopped cleanly.
+        drop(twice);
+        // Started after the refusals: it runs (on CPU 0) and stops.
+        let t = bound.start();
+        assert!(t.stop().is_ok());
+        drop(none);
+        Ok(())
+    }
+}

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 """Extract the code examples of the rustdoc and of the guide into build cases, so they cannot rot.
 
-Out-of-tree modules have no doctest runner, so the rustdoc examples of rust/kthread_rs/*.rs are
+Out-of-tree modules have no doctest runner, so the rustdoc examples of rust/kthread_rs/**/*.rs are
 marked `ignore` for rustdoc and built here instead, as are the `.. code-block:: rust` blocks of
 Documentation/*.rst: each becomes `OUTDIR/doc_<file>_<n>.rs` with the header
 `// expect: builds`, its lines (hidden `# ` lines included) wrapped in a function that returns
@@ -63,15 +63,17 @@ def main(src, out, docs=None):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
-    sources = [(f, examples(f.read_text())) for f in sorted(Path(src).glob("*.rs"))]
+    sources = [(f, examples(f.read_text())) for f in sorted(Path(src).rglob("*.rs"))]
     if docs:
         sources += [(f, rst_examples(f.read_text())) for f in sorted(Path(docs).glob("*.rst"))]
     for f, found in sources:
         for i, code in enumerate(found):
             uses = [l for l in code if l.startswith("use ")]
             body = [l for l in code if not l.startswith("use ")]
-            name = f"doc_{f.stem}_{i + 1}" if f.suffix == ".rs" else f"doc_guide_{f.stem}_{i + 1}"
-            where = f"the rustdoc of rust/kthread_rs/{f.name}" if f.suffix == ".rs" else f"Documentation/{f.name}"
+            rel = f.relative_to(src) if f.suffix == ".rs" else f.name
+            stem = str(rel.with_suffix("")).replace("/", "_") if f.suffix == ".rs" else f.stem
+            name = f"doc_{stem}_{i + 1}" if f.suffix == ".rs" else f"doc_guide_{stem}_{i + 1}"
+            where = f"the rustdoc of rust/kthread_rs/{rel}" if f.suffix == ".rs" else f"Documentation/{f.name}"
             text = [f"// expect: builds", f"// Example {i + 1} of {where}.",
                     "#[allow(dead_code, unused_variables, unused_mut, unused_imports)]",
                     f"fn {name}() -> Result {{"]

@@ -60,6 +60,9 @@ use kernel::{
     types::Opaque,
 };
 
+mod detached;
+pub use detached::{spawn_detached, ThreadGroup};
+
 /// "Any NUMA node", the C `NUMA_NO_NODE`.
 pub const NUMA_NO_NODE: i32 = bindings::NUMA_NO_NODE;
 
@@ -268,6 +271,32 @@ impl Context<'_> {
     /// Sleep for `d`, or less if the thread is asked to stop or to park.
     pub fn sleep(&self, d: Delta) -> Wake {
         self.wait_until(|| false, Some(d))
+    }
+
+    /// The context of the current thread, whose control block is `control`.
+    ///
+    /// # Safety
+    ///
+    /// `current` is the kthread, created by this module, whose control block is `control`.
+    unsafe fn new(control: &Control) -> Context<'_> {
+        // INVARIANT: By the function's safety requirement.
+        Context {
+            control,
+            pinned: core::cell::Cell::new(false),
+            mm: core::cell::Cell::new(ptr::null_mut()),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// After the body: stop using an mm whose [`MmGuard`] was leaked rather than dropped, or
+    /// the thread's exit would release an mm that this thread only borrowed.
+    fn unuse_leaked_mm(&self) {
+        let leaked_mm = self.mm.get();
+        if !leaked_mm.is_null() {
+            // SAFETY: The slot is set only between `kthread_use_mm()` and the guard's drop.
+            unsafe { bindings::kthread_unuse_mm(leaked_mm) };
+            self.mm.set(ptr::null_mut());
+        }
     }
 
     fn idle_until_stop(&self) {
@@ -501,13 +530,8 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
         // SAFETY: Makes `current`, this kthread, freezable; always valid on a kthread.
         unsafe { bindings::set_freezable() };
     }
-    // INVARIANT: `current` is the kthread whose control block is `control`.
-    let ctx = Context {
-        control,
-        pinned: core::cell::Cell::new(false),
-        mm: core::cell::Cell::new(ptr::null_mut()),
-        _not_send: PhantomData,
-    };
+    // SAFETY: `current` is the kthread whose control block is `control`.
+    let ctx = unsafe { Context::new(control) };
     // SAFETY: By the invariants of `Shared`, only this thread touches `body` now.
     if let Some(body) = unsafe { (*shared.body.get()).take() } {
         let out = body.run(&ctx);
@@ -515,13 +539,7 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
         // thread exited.
         unsafe { *shared.result.get() = Some(out) };
     }
-    let leaked_mm = ctx.mm.get();
-    if !leaked_mm.is_null() {
-        // A leaked `MmGuard`: stop using its mm here, or the exit would release an mm that
-        // this thread only borrowed.
-        // SAFETY: The slot is set only between `kthread_use_mm()` and the guard's drop.
-        unsafe { bindings::kthread_unuse_mm(leaked_mm) };
-    }
+    ctx.unuse_leaked_mm();
     control.returned.complete_all();
     if B::PARKABLE {
         ctx.idle_until_stop();

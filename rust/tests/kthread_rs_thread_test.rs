@@ -23,6 +23,10 @@ module! {
     license: "GPL",
 }
 
+/// The errno of a `spawn_detached` tried in `init` (0: it started). Checked by the KUnit case
+/// `detached_during_init_refused`.
+static INIT_DETACHED: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(1);
+
 /// Steps made by the module's own thread (see [`ThreadTest`]).
 static MODULE_THREAD_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -83,6 +87,8 @@ impl Drop for ThreadTest {
 impl kernel::Module for ThreadTest {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         use core::sync::atomic::Ordering::Relaxed;
+        let early = kthread_rs::thread::spawn_detached(fmt!("krs-early"), |_ctx| {});
+        INIT_DETACHED.store(early.err().map_or(0, |e| e.to_errno()), Relaxed);
         let ticker = kthread_rs::thread::spawn(fmt!("krs-module"), |ctx| {
             while !ctx.should_stop() {
                 MODULE_THREAD_TICKS.fetch_add(1, Relaxed);
@@ -1029,6 +1035,179 @@ mod service_tests {
     fn service_without_wake_stops_with_none() -> Result {
         let svc = service::spawn_service(fmt!("krs-svc-idle"), (), |()| 1u8)?;
         assert_eq!(svc.stop()?, None);
+        Ok(())
+    }
+}
+
+/// Threads that end by themselves: `spawn_detached` (`module_put_and_kthread_exit()`) and
+/// `ThreadGroup` (`kthread_complete_and_exit()`). Unload while they finish is tested from the
+/// guest with `rust/tests/kthread_rs_unload.rs` (H7).
+#[kunit_tests(kthread_rs_detached)]
+mod detached_tests {
+    use super::{kthread_rs::thread, INIT_DETACHED};
+    use crate::common::{eventually, ms};
+    use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use kernel::{bindings, new_mutex, prelude::*, sync::Arc, time::delay::fsleep};
+
+    /// Counts its drops: owned by a closure, it tells whether the closure was freed.
+    struct DropCount(Arc<AtomicUsize>);
+
+    impl Drop for DropCount {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn refcount() -> i32 {
+        // SAFETY: `THIS_MODULE` is this module, loaded while its tests run.
+        unsafe { bindings::module_refcount(crate::THIS_MODULE.as_ptr()) }
+    }
+
+    fn counter() -> Result<Arc<AtomicUsize>> {
+        Ok(Arc::new(AtomicUsize::new(0), GFP_KERNEL)?)
+    }
+
+    /// A detached thread started from this module's `init` is refused with `EBUSY`: a module
+    /// whose init fails is freed whatever references it has.
+    #[test]
+    fn detached_during_init_refused() {
+        assert_eq!(INIT_DETACHED.load(SeqCst), EBUSY.to_errno());
+    }
+
+    /// A detached thread holds one module reference while it runs, and gives it back at its
+    /// exit (`module_put_and_kthread_exit()`), after its body dropped what it owned.
+    #[test]
+    fn detached_holds_module_until_it_ends() -> Result {
+        let base = refcount();
+        let (started, release, drops) = (counter()?, counter()?, counter()?);
+        let (s, r) = (started.clone(), release.clone());
+        let owned = DropCount(drops.clone());
+        thread::spawn_detached(fmt!("krs-detached"), move |ctx| {
+            let _owned = owned;
+            s.store(1, SeqCst);
+            while r.load(SeqCst) == 0 {
+                ctx.sleep(ms(1));
+            }
+        })?;
+        assert!(eventually(|| started.load(SeqCst) == 1));
+        let running = refcount();
+        fsleep(ms(20));
+        assert_eq!(drops.load(SeqCst), 0);
+        release.store(1, SeqCst);
+        assert!(eventually(|| refcount() == base));
+        assert_eq!(running, base + 1);
+        assert_eq!(drops.load(SeqCst), 1);
+        Ok(())
+    }
+
+    /// Many detached threads all run, and all their module references come back.
+    #[test]
+    fn detached_many_all_run() -> Result {
+        let base = refcount();
+        let ran = counter()?;
+        for i in 0..32 {
+            let r = ran.clone();
+            thread::spawn_detached(fmt!("krs-det/{i}"), move |_ctx| {
+                r.fetch_add(1, SeqCst);
+            })?;
+        }
+        assert!(eventually(|| ran.load(SeqCst) == 32 && refcount() == base));
+        Ok(())
+    }
+
+    fn group_of(n: usize, ran: &Arc<AtomicUsize>) -> Result<thread::ThreadGroup> {
+        let group = thread::ThreadGroup::new()?;
+        for i in 0..n {
+            let r = ran.clone();
+            group.spawn(fmt!("krs-group/{i}"), move |ctx| {
+                ctx.sleep(ms(20 * (i as i64 + 1)));
+                r.fetch_add(1, SeqCst);
+            })?;
+        }
+        Ok(group)
+    }
+
+    /// `wait` returns only after every thread of the group ended; they hold no module
+    /// reference (unload waits for them instead, through the group's drop).
+    #[test]
+    fn group_wait_waits_for_all() -> Result {
+        let base = refcount();
+        let ran = counter()?;
+        let mut group = group_of(4, &ran)?;
+        assert_eq!(group.outstanding(), 4);
+        assert_eq!(refcount(), base);
+        group.wait()?;
+        assert_eq!(ran.load(SeqCst), 4);
+        assert_eq!(group.outstanding(), 0);
+        // The group can be used again.
+        group.spawn(fmt!("krs-group-again"), |_ctx| {})?;
+        group.wait()?;
+        Ok(())
+    }
+
+    /// Dropping the group waits for its threads, as module unload does.
+    #[test]
+    fn group_drop_waits() -> Result {
+        let ran = counter()?;
+        let group = group_of(4, &ran)?;
+        drop(group);
+        assert_eq!(ran.load(SeqCst), 4);
+        Ok(())
+    }
+
+    /// A group thread that calls `wait` on its own group gets `EDEADLK` instead of waiting
+    /// for itself.
+    #[test]
+    fn group_wait_from_member_is_edeadlk() -> Result {
+        let shared = Arc::pin_init(new_mutex!(None::<thread::ThreadGroup>), GFP_KERNEL)?;
+        let got = Arc::new(core::sync::atomic::AtomicI32::new(0), GFP_KERNEL)?;
+        {
+            let mut slot = shared.lock();
+            let group = slot.insert(thread::ThreadGroup::new()?);
+            let (sh, g) = (shared.clone(), got.clone());
+            group.spawn(fmt!("krs-group-self"), move |_ctx| {
+                let mut slot = sh.lock();
+                let r = Option::as_mut(&mut *slot).map(|g| g.wait());
+                g.store(
+                    match r {
+                        Some(Err(e)) => e.to_errno(),
+                        Some(Ok(())) => 1,
+                        None => 2,
+                    },
+                    SeqCst,
+                );
+            })?;
+        }
+        assert!(eventually(|| got.load(SeqCst) != 0));
+        assert_eq!(got.load(SeqCst), -(bindings::EDEADLK as i32));
+        let group = shared.lock().take();
+        drop(group);
+        Ok(())
+    }
+
+    /// A group dropped by one of its own threads (which held the last reference): the drop
+    /// waits for the other threads, and that thread leaves holding a module reference instead
+    /// of completing the freed group (KASAN would see the write); all references come back.
+    #[test]
+    fn group_dropped_by_member() -> Result {
+        let base = refcount();
+        let (ran, go) = (counter()?, Arc::new(AtomicBool::new(false), GFP_KERNEL)?);
+        let group = Arc::new(thread::ThreadGroup::new()?, GFP_KERNEL)?;
+        for i in 0..3 {
+            let (g, r, go) = (group.clone(), ran.clone(), go.clone());
+            group.spawn(fmt!("krs-group-own/{i}"), move |ctx| {
+                while !go.load(SeqCst) {
+                    ctx.sleep(ms(1));
+                }
+                ctx.sleep(ms(10 * i));
+                drop(g);
+                r.fetch_add(1, SeqCst);
+            })?;
+        }
+        drop(group);
+        go.store(true, SeqCst);
+        assert!(eventually(|| ran.load(SeqCst) == 3));
+        assert!(eventually(|| refcount() == base));
         Ok(())
     }
 }

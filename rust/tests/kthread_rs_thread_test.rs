@@ -1212,6 +1212,94 @@ mod detached_tests {
     }
 }
 
+/// `origin()` over `kthread_func()`: ours (with the body's identity), other kthreads, user
+/// tasks.
+#[kunit_tests(kthread_rs_origin)]
+mod origin_tests {
+    use super::kthread_rs::{
+        sys::task_of_pid,
+        thread::{self, Origin, Wake},
+    };
+    use crate::common::eventually;
+    use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use kernel::{prelude::*, sync::Arc};
+
+    fn idle() -> Result<thread::Thread<u32>> {
+        thread::spawn(fmt!("krs-origin-a"), |ctx| {
+            while ctx.wait_until(|| false, None) != Wake::Stop {}
+            1u32
+        })
+    }
+
+    /// Our threads are `Ours`, with their handle's body identity; threads spawned from the
+    /// same closure share it, different bodies do not.
+    #[test]
+    fn origin_of_our_threads() -> Result {
+        let (a1, a2) = (idle()?, idle()?);
+        let b = thread::spawn(fmt!("krs-origin-b"), |ctx| {
+            let mut n = 0u64;
+            while ctx.sleep(crate::common::ms(1)) != Wake::Stop {
+                n += 1;
+            }
+            n
+        })?;
+        let p = thread::spawn_parkable(fmt!("krs-origin-p"), 0u8, |_s, ctx| {
+            ctx.sleep(crate::common::ms(5));
+            core::ops::ControlFlow::Continue(())
+        })?;
+        assert_eq!(thread::origin(&a1), Origin::Ours(a1.body_id()));
+        assert_eq!(thread::origin(&a2), Origin::Ours(a1.body_id()));
+        assert_eq!(a1.body_id(), a2.body_id());
+        assert_eq!(thread::origin(&b), Origin::Ours(b.body_id()));
+        assert!(a1.body_id() != b.body_id());
+        assert_eq!(thread::origin(&p), Origin::Ours(p.body_id()));
+        assert!(p.body_id() != b.body_id());
+        // An exited thread answers as it did while it ran (the handle holds the task).
+        let done = thread::spawn(fmt!("krs-origin-x"), |_ctx| 0u32)?;
+        let id = done.body_id();
+        assert!(eventually(|| {
+            // SAFETY: The handle keeps the task; `exit_state` is set once it exited.
+            unsafe { (*done.as_ptr()).exit_state != 0 }
+        }));
+        assert_eq!(thread::origin(&done), Origin::Ours(id));
+        Ok(())
+    }
+
+    /// A detached thread asks about itself: `Ours`.
+    #[test]
+    fn origin_of_detached_thread() -> Result {
+        let seen = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
+        let s = seen.clone();
+        thread::spawn_detached(fmt!("krs-origin-d"), move |_ctx| {
+            let me = kernel::current!();
+            let ours = matches!(thread::origin(me), Origin::Ours(_));
+            s.store(if ours { 1 } else { 2 }, SeqCst);
+        })?;
+        assert!(eventually(|| seen.load(SeqCst) != 0));
+        assert_eq!(seen.load(SeqCst), 1);
+        Ok(())
+    }
+
+    /// Kernel threads that this module did not start: kthreadd (pid 2) and the KUnit thread
+    /// that runs this test.
+    #[test]
+    fn origin_of_other_kthreads() -> Result {
+        let kthreadd = task_of_pid(2).ok_or(ESRCH)?;
+        assert_eq!(thread::origin(&kthreadd), Origin::Kthread);
+        let me = kernel::current!();
+        assert_eq!(thread::origin(me), Origin::Kthread);
+        Ok(())
+    }
+
+    /// User tasks: init (pid 1), a user process.
+    #[test]
+    fn origin_of_user_task() -> Result {
+        let init = task_of_pid(1).ok_or(ESRCH)?;
+        assert_eq!(thread::origin(&init), Origin::NotKthread);
+        Ok(())
+    }
+}
+
 /// `NewThread::affine_preferred()` over `kthread_affine_preferred()`.
 #[kunit_tests(kthread_rs_affinity)]
 mod affinity_tests {

@@ -117,6 +117,9 @@ pub struct Context<'a> {
     pinned: core::cell::Cell<bool>,
     /// The user mm that [`Context::use_mm`] lent to this thread, or null.
     mm: core::cell::Cell<*mut bindings::mm_struct>,
+    /// Set while a `BlkcgGuard` associates this thread with a blkcg.
+    #[cfg_attr(not(CONFIG_BLK_CGROUP), allow(dead_code))]
+    blkcg: core::cell::Cell<bool>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -151,6 +154,63 @@ impl Drop for MmGuard<'_> {
     }
 }
 
+/// A cgroup's state for one controller, the C `struct cgroup_subsys_state`; here, that of the
+/// io controller (blkcg), for [`Context::associate_blkcg`]. The kernel crate has no cgroup
+/// abstraction yet: a driver gets one from C (for example `bio_blkcg_css()` of the bio that it
+/// serves, valid while it holds the bio).
+#[cfg(CONFIG_BLK_CGROUP)]
+#[repr(transparent)]
+pub struct CgroupSubsysState(Opaque<bindings::cgroup_subsys_state>);
+
+// SAFETY: A css is reference-counted C state made to be used from any task.
+#[cfg(CONFIG_BLK_CGROUP)]
+unsafe impl Send for CgroupSubsysState {}
+// SAFETY: As for `Send`; the only operation here passes it to C, which counts its own use.
+#[cfg(CONFIG_BLK_CGROUP)]
+unsafe impl Sync for CgroupSubsysState {}
+
+#[cfg(CONFIG_BLK_CGROUP)]
+impl CgroupSubsysState {
+    /// Borrow the css at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a css of the io controller, and the caller holds something that keeps it alive
+    /// (a reference, or a bio charged to it) for `'a`.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::cgroup_subsys_state) -> &'a Self {
+        // SAFETY: By the function's safety requirements; the type is transparent.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The C pointer.
+    pub fn as_raw(&self) -> *mut bindings::cgroup_subsys_state {
+        self.0.get()
+    }
+}
+
+/// The association of the current kthread with a blkcg, until dropped; see
+/// [`Context::associate_blkcg`].
+///
+/// # Invariants
+///
+/// `kthread_associate_blkcg()` associated the current kthread, whose [`Context`] has `slot`,
+/// and `slot` is set.
+#[cfg(CONFIG_BLK_CGROUP)]
+pub struct BlkcgGuard<'a> {
+    slot: &'a core::cell::Cell<bool>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+#[cfg(CONFIG_BLK_CGROUP)]
+impl Drop for BlkcgGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the current kthread is associated (the guard is not
+        // `Send`: this is the same thread); null ends it and drops the C reference.
+        unsafe { bindings::kthread_associate_blkcg(ptr::null_mut()) };
+        self.slot.set(false);
+    }
+}
+
 impl Context<'_> {
     /// Work on behalf of a user process: use its address space, `mm`, until the returned guard
     /// is dropped (the C `kthread_use_mm()`/`kthread_unuse_mm()`, as vhost and USB gadget
@@ -176,6 +236,32 @@ impl Context<'_> {
         Ok(MmGuard {
             slot: &self.mm,
             mm,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Do block I/O on behalf of another cgroup: bios that this thread submits are charged to
+    /// `css` (an io controller css), until the returned guard is dropped. The C
+    /// `kthread_associate_blkcg()`, as the loop driver does for the submitter of each request.
+    /// The association holds its own reference on `css` (`css_get()`), so `css` need only be
+    /// valid for this call.
+    ///
+    /// `EBUSY` if this thread is associated already (a second C call would silently replace
+    /// the first, and the first guard's drop would end the second). A leaked guard is ended
+    /// when the body returns: the kthread's exit would WARN about it.
+    #[cfg(CONFIG_BLK_CGROUP)]
+    pub fn associate_blkcg(&self, css: &CgroupSubsysState) -> Result<BlkcgGuard<'_>> {
+        if self.blkcg.get() {
+            return Err(EBUSY);
+        }
+        // SAFETY: `current` is a kthread (the type invariant), with no association (checked
+        // above; only this function makes one). `css` is live (borrowed); the C code takes its
+        // own reference.
+        unsafe { bindings::kthread_associate_blkcg(css.as_raw()) };
+        self.blkcg.set(true);
+        // INVARIANT: The current kthread was associated just now; `slot` is its flag.
+        Ok(BlkcgGuard {
+            slot: &self.blkcg,
             _not_send: PhantomData,
         })
     }
@@ -284,18 +370,26 @@ impl Context<'_> {
             control,
             pinned: core::cell::Cell::new(false),
             mm: core::cell::Cell::new(ptr::null_mut()),
+            blkcg: core::cell::Cell::new(false),
             _not_send: PhantomData,
         }
     }
 
-    /// After the body: stop using an mm whose [`MmGuard`] was leaked rather than dropped, or
-    /// the thread's exit would release an mm that this thread only borrowed.
-    fn unuse_leaked_mm(&self) {
+    /// After the body: end what a leaked (rather than dropped) guard still holds. The exit
+    /// would otherwise release an mm that this thread only borrowed ([`MmGuard`]), and WARN
+    /// about (and leak) a blkcg association (`BlkcgGuard`).
+    fn end_leaked_guards(&self) {
         let leaked_mm = self.mm.get();
         if !leaked_mm.is_null() {
             // SAFETY: The slot is set only between `kthread_use_mm()` and the guard's drop.
             unsafe { bindings::kthread_unuse_mm(leaked_mm) };
             self.mm.set(ptr::null_mut());
+        }
+        #[cfg(CONFIG_BLK_CGROUP)]
+        if self.blkcg.replace(false) {
+            // SAFETY: `current` is a kthread (the type invariant); null ends the association
+            // and drops the reference that `kthread_associate_blkcg()` took.
+            unsafe { bindings::kthread_associate_blkcg(ptr::null_mut()) };
         }
     }
 
@@ -546,7 +640,7 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
         // thread exited.
         unsafe { *shared.result.get() = Some(out) };
     }
-    ctx.unuse_leaked_mm();
+    ctx.end_leaked_guards();
     control.returned.complete_all();
     if B::PARKABLE {
         ctx.idle_until_stop();

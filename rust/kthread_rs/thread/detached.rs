@@ -110,7 +110,7 @@ unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(start: *mut Start) -> *c
         if let Some(f) = b.body.take() {
             f(&ctx);
         }
-        ctx.unuse_leaked_mm();
+        ctx.end_leaked_guards();
     }
     // SAFETY: As above; only this thread reads `group`.
     let group = unsafe { (*block).start.group.get() };

@@ -29,7 +29,8 @@ use core::{
 };
 use kernel::{
     bindings,
-    cpu::nr_cpu_ids,
+    cpu::{nr_cpu_ids, CpuId},
+    cpumask::CpumaskVar,
     fmt,
     prelude::*,
     sync::{aref::ARef, Arc},
@@ -43,7 +44,7 @@ pub mod kthread_rs;
 use kthread_rs::{
     sys,
     task_work::{self, Callback, Notify},
-    thread::{self, Exit, PerCpuThreads, Thread, Wake},
+    thread::{self, Exit, Origin, PerCpuThreads, Thread, ThreadGroup, Wake},
     worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
 };
 
@@ -239,6 +240,13 @@ struct Stats {
     scoped_wrong: AtomicU64,
     parks: AtomicU64,
     percpu_sets: AtomicU64,
+    detached: AtomicU64,
+    detached_ended: AtomicU64,
+    detached_refused: AtomicU64,
+    grouped: AtomicU64,
+    grouped_ran: AtomicU64,
+    preferred: AtomicU64,
+    origin_wrong: AtomicU64,
     reap_errors: AtomicU64,
     live_bodies: AtomicI64,
     churn_ops: [AtomicU64; 32],
@@ -290,6 +298,13 @@ impl Stats {
             scoped_wrong: Z,
             parks: Z,
             percpu_sets: Z,
+            detached: Z,
+            detached_ended: Z,
+            detached_refused: Z,
+            grouped: Z,
+            grouped_ran: Z,
+            preferred: Z,
+            origin_wrong: Z,
             reap_errors: Z,
             live_bodies: AtomicI64::new(0),
             churn_ops: [Z; 32],
@@ -344,6 +359,18 @@ impl Stats {
             g(&self.percpu_sets),
             min,
             max
+        );
+        pr_info!(
+            "kthread-rs stress: [{}] self-ending: detached {} ended {} refused {} | grouped {} \
+             ran {} | preferred-affinity {} | origin wrong {}\n",
+            tag,
+            g(&self.detached),
+            g(&self.detached_ended),
+            g(&self.detached_refused),
+            g(&self.grouped),
+            g(&self.grouped_ran),
+            g(&self.preferred),
+            g(&self.origin_wrong)
         );
         pr_info!(
             "kthread-rs stress: [{}] works: queued {} ran {} busy {} cancelled {} flushes {} \
@@ -461,7 +488,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         };
         return;
     }
-    match rng.below(6) {
+    match rng.below(8) {
         // Threads that return at once, reaped by stop (some are stopped before they ran).
         0 => {
             let n = 1 + rng.below(4);
@@ -487,15 +514,77 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
                 STATS.unstarted.fetch_add(1, Relaxed);
             }
         }
-        // Started and joined: the body runs to its end.
+        // Started and joined: the body runs to its end, and sees itself as one of ours.
         2 => {
             if let Ok(t) = thread::spawn(fmt!("krs-st-join"), |ctx| {
                 let _live = LiveBody::enter();
                 ctx.sleep(Delta::from_micros(100));
+                if !matches!(thread::origin(kernel::current!()), Origin::Ours(_)) {
+                    STATS.origin_wrong.fetch_add(1, Relaxed);
+                }
                 7u32
             }) {
                 STATS.spawned.fetch_add(1, Relaxed);
+                if thread::origin(&t) != Origin::Ours(t.body_id()) {
+                    STATS.origin_wrong.fetch_add(1, Relaxed);
+                }
                 account(t.join());
+            }
+        }
+        // Self-ending threads: two detached (each pins the module until it ends; refused while
+        // the module unloads), and a group of three whose drop waits for them.
+        5 => {
+            for i in 0..2 {
+                let r = thread::spawn_detached(fmt!("krs-st-det/{}", i), |_ctx| {
+                    {
+                        let _live = LiveBody::enter();
+                    }
+                    STATS.detached_ended.fetch_add(1, Release);
+                });
+                match r {
+                    Ok(()) => STATS.detached.fetch_add(1, Relaxed),
+                    Err(_) => STATS.detached_refused.fetch_add(1, Relaxed),
+                };
+            }
+            if let Ok(group) = ThreadGroup::new() {
+                for i in 0..3 {
+                    let r = group.spawn(fmt!("krs-st-grp/{}", i), |ctx| {
+                        let _live = LiveBody::enter();
+                        ctx.sleep(Delta::from_micros(100));
+                        STATS.grouped_ran.fetch_add(1, Relaxed);
+                    });
+                    if r.is_ok() {
+                        STATS.grouped.fetch_add(1, Relaxed);
+                    }
+                }
+                drop(group);
+            }
+        }
+        // A thread that prefers one CPU (the CPU hotplug thread takes CPUs away meanwhile).
+        6 => {
+            let cpu = rng.below(u64::from(nr_cpu_ids())) as u32;
+            let Some(cpu) = CpuId::from_u32(cpu) else {
+                return;
+            };
+            let Ok(mut mask) = CpumaskVar::new_zero(GFP_KERNEL) else {
+                return;
+            };
+            mask.set(cpu);
+            let r = thread::create(fmt!("krs-st-pref"), |ctx| {
+                let _live = LiveBody::enter();
+                while ctx.sleep(Delta::from_millis(1)) != Wake::Stop {}
+            });
+            if let Ok(mut t) = r {
+                if t.affine_preferred(&mask).is_ok() {
+                    STATS.preferred.fetch_add(1, Relaxed);
+                }
+                let t = t.start();
+                STATS.spawned.fetch_add(1, Relaxed);
+                fsleep(Delta::from_millis(5));
+                let t0 = now();
+                let r = t.stop();
+                STATS.stop_lat.record(t0.elapsed());
+                account(r);
             }
         }
         // A park/unpark storm against a busy parkable thread.
@@ -948,6 +1037,13 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
     }
     ENDING.store(true, Relaxed);
     stop_all(&mut threads);
+    // Detached threads end by themselves, within microseconds: give them 5 s.
+    for _ in 0..500 {
+        if STATS.detached_ended.load(Acquire) == STATS.detached.load(Relaxed) {
+            break;
+        }
+        fsleep(Delta::from_millis(10));
+    }
     drain_lanes(&lanes);
     // The producers are gone, so these are the last references: dropping them destroys the
     // workers and frees the items.
@@ -1001,6 +1097,23 @@ fn verdict(ntargets: usize, p: &Params) {
     }
     if p.fail_every != 0 && g(&STATS.injected) > 0 && g(&STATS.create_failed) == 0 {
         fail(fmt!("no injected failure was seen as an error"));
+    }
+    if g(&STATS.detached) != g(&STATS.detached_ended) {
+        fail(fmt!(
+            "detached threads: {} started, {} ended",
+            g(&STATS.detached),
+            g(&STATS.detached_ended)
+        ));
+    }
+    if g(&STATS.grouped) != g(&STATS.grouped_ran) {
+        fail(fmt!(
+            "grouped threads: {} started, {} ran before their group's drop returned",
+            g(&STATS.grouped),
+            g(&STATS.grouped_ran)
+        ));
+    }
+    if g(&STATS.origin_wrong) != 0 {
+        fail(fmt!("origin() was wrong {} times", g(&STATS.origin_wrong)));
     }
     if g(&STATS.scoped_wrong) != 0 {
         fail(fmt!(

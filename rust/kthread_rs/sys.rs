@@ -103,7 +103,21 @@ pub(crate) fn this_module_get() -> Result {
     }
 }
 
-/// Give back a reference taken by [`this_module_get`] (`module_put(THIS_MODULE)`).
+/// Like [`this_module_get`], but also while the module's `init` still runs: `EBUSY` only once
+/// its unload has begun. For code that may already be running on behalf of the module during
+/// `init`, where refusing would leave it with no owner either way.
+pub(crate) fn this_module_get_unless_going() -> Result {
+    // SAFETY: `THIS_MODULE` is this module (or null, built in), which is not freed while its
+    // code runs; `try_module_get()` fails once its unload has begun.
+    if unsafe { bindings::try_module_get(crate::THIS_MODULE.as_ptr()) } {
+        Ok(())
+    } else {
+        Err(EBUSY)
+    }
+}
+
+/// Give back a reference taken by [`this_module_get`] or [`this_module_get_unless_going`]
+/// (`module_put(THIS_MODULE)`).
 ///
 /// # Safety
 ///

@@ -421,7 +421,7 @@ impl Control {
         // INVARIANT: `wq` and `returned` are initialised here; `stopped` starts false.
         pin_init!(Self {
             wq <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
-                // SAFETY: `slot` is valid for writes and pinned: it lives in an `Arc`.
+                // SAFETY: `slot` is valid for writes and pinned (in an `Arc` or a `KBox`).
                 unsafe { sys::init_waitqueue_head(slot, c"kthread_rs::thread", static_lock_class!()) }
             }),
             returned <- Completion::new(),

@@ -28,31 +28,37 @@ use super::super::sys;
 use super::{with_name, Context, Control, NUMA_NO_NODE};
 use core::{
     cell::Cell,
+    mem::ManuallyDrop,
     ptr,
     sync::atomic::{AtomicUsize, Ordering},
 };
 use kernel::{
-    bindings,
-    error::from_err_ptr,
-    fmt,
-    prelude::*,
-    task::{Task, MAX_SCHEDULE_TIMEOUT},
+    bindings, error::from_err_ptr, fmt, new_spinlock, prelude::*, sync::SpinLock, task::Task,
     types::Opaque,
 };
 
-/// What [`detached_main`] reads of a thread's block, whatever its body.
+/// What [`detached_main`] and a [`ThreadGroup`] know of a thread's block, whatever its body.
 ///
 /// # Invariants
 ///
-/// - `run` is `run::<F>` for the [`Block<F>`] whose first field this is.
+/// - `run` and `free` are `run::<F>` and `free::<F>` for the [`Block<F>`] whose first field
+///   this is.
 /// - `group` is the [`GroupInner`] whose completion the thread completes at its exit, or null:
-///   the thread holds a reference on this module, and gives it back at its exit. Only the
-///   thread itself reads or writes `group` (in [`run`], and in a drop of its group that runs
-///   on it).
+///   the thread holds a reference on this module, and gives it back at its exit.
+/// - `orphan` is null, or (set with a null `group` by a drop of the thread's group that ran on
+///   this thread) that group, now owned by the thread, which frees it before it leaves.
+/// - A thread with a group is on that group's member list (linked through `next`, with its
+///   `task`) from before it is woken until it leaves the list after its body; the block is
+///   freed only after that. While it is on the list, `group` and `next` are read and written
+///   under the group's lock only.
 #[repr(C)]
 struct Start {
-    run: unsafe fn(*mut Start) -> *const GroupInner,
-    group: Cell<*const GroupInner>,
+    run: unsafe fn(*mut Start),
+    free: unsafe fn(*mut Start),
+    group: *const GroupInner,
+    orphan: *mut GroupInner,
+    task: *const bindings::task_struct,
+    next: *mut Start,
 }
 
 /// A detached thread's memory: owned by the thread, which frees it once its body returned.
@@ -75,8 +81,29 @@ struct Block<F> {
 unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     let start = data.cast::<Start>();
     // SAFETY: By the function's safety requirement and the invariant of `Start`, `run` is
-    // `run::<F>` for this thread's `Block<F>`; it runs the body and frees the block.
-    let group = unsafe { ((*start).run)(start) };
+    // `run::<F>` for this thread's `Block<F>`.
+    unsafe { ((*start).run)(start) };
+    // SAFETY: The block is alive (freed below). Only a drop of the group that runs on this very
+    // thread writes `group` (see `ThreadGroup::drop`), before this read or, from an interrupt,
+    // after it: then the group is not freed but handed to this thread (`orphan`), and `leave`
+    // reads `group` again under the group's lock.
+    let group = unsafe { ptr::read_volatile(&raw const (*start).group) };
+    let group = if group.is_null() {
+        group
+    } else {
+        // SAFETY: A group lives until it has counted a completion of each of its threads, and
+        // this thread has not completed yet; or it is this thread's orphan (see above).
+        unsafe { (*group).leave(start) }
+    };
+    // SAFETY: The block is alive; `orphan` was set, if at all, with `group` (read above).
+    let orphan = unsafe { (*start).orphan };
+    // SAFETY: Off any list now; by the invariant of `Start`, `free` is `free::<F>`.
+    unsafe { ((*start).free)(start) };
+    if !orphan.is_null() {
+        // SAFETY: By the invariant of `Start`, this thread owns the group now; its other
+        // threads have completed (the drop waited for them), and this one has left its list.
+        drop(unsafe { KBox::from_raw(orphan) });
+    }
     if group.is_null() {
         // SAFETY: By the invariant of `Start`, this thread holds a reference on this module,
         // and this is its one release. `__module_put_and_kthread_exit()` is kernel code that
@@ -93,44 +120,52 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     }
 }
 
-/// Run the body of a `Block<F>`, free the block, and say how the thread leaves.
+/// Run the body of a `Block<F>`.
 ///
 /// # Safety
 ///
 /// `start` is the `start` of a `Block<F>` made by [`spawn_block`], owned by the current thread.
-unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(start: *mut Start) -> *const GroupInner {
+unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(start: *mut Start) {
     let block = start.cast::<Block<F>>();
-    {
-        // SAFETY: `Block` is `repr(C)` with `start` first, so `block` is the thread's block,
-        // alive until it is freed below. It is only shared: a drop of the group on this thread
-        // reaches `start.group` through `kthread_data()`, which is why `group` is a `Cell`.
-        let b = unsafe { &*block };
-        // SAFETY: `current` is the kthread whose control block is `b.control`.
-        let ctx = unsafe { Context::new(&b.control) };
-        if let Some(f) = b.body.take() {
-            f(&ctx);
-        }
-        ctx.end_leaked_guards();
+    // SAFETY: `Block` is `repr(C)` with `start` first, so `block` is the thread's block, alive
+    // until `free`. Only `control` and `body` are borrowed: the group's list and a drop of the
+    // group write fields of `start` by raw pointer meanwhile.
+    let (control, body) = unsafe { (&(*block).control, &(*block).body) };
+    // SAFETY: `current` is the kthread whose control block is `control`.
+    let ctx = unsafe { Context::new(control) };
+    if let Some(f) = body.take() {
+        f(&ctx);
     }
-    // SAFETY: As above; only this thread reads `group`.
-    let group = unsafe { (*block).start.group.get() };
-    // SAFETY: The block came from `KBox::into_raw` in `spawn_block`, and the thread owns it;
-    // nothing uses it afterwards (the body has returned).
-    drop(unsafe { KBox::from_raw(block) });
-    group
+    ctx.end_leaked_guards();
 }
 
-/// Create and wake a detached thread that leaves as `group` says (see [`Start`]).
+/// Free a `Block<F>`.
+///
+/// # Safety
+///
+/// As for [`run`]; the block is on no list and not used afterwards.
+unsafe fn free<F>(start: *mut Start) {
+    // SAFETY: The block came from `KBox::into_raw` in `spawn_block`, and the thread owns it.
+    drop(unsafe { KBox::from_raw(start.cast::<Block<F>>()) });
+}
+
+/// Create and wake a detached thread that leaves as `group` says (see [`Start`]); a group
+/// thread is put on the group's list before it is woken.
 fn spawn_block<F>(name: fmt::Arguments<'_>, f: F, group: *const GroupInner) -> Result
 where
     F: FnOnce(&Context<'_>) + Send + 'static,
 {
-    // INVARIANT: `run::<F>` for this `Block<F>`; `group` as the caller says.
+    // INVARIANT: `run::<F>`/`free::<F>` for this `Block<F>`; `group` as the caller says; it
+    // goes on the group's list below, before the thread is woken.
     let block = KBox::pin_init(
         pin_init!(Block::<F> {
             start: Start {
                 run: run::<F>,
-                group: Cell::new(group),
+                free: free::<F>,
+                group,
+                orphan: ptr::null_mut(),
+                task: ptr::null(),
+                next: ptr::null_mut(),
             },
             control <- Control::new(),
             body: Cell::new(Some(f)),
@@ -154,6 +189,15 @@ where
     });
     match task {
         Ok(task) => {
+            // The thread runs `detached_main` once woken: only `kthread_stop()` could keep it
+            // from it, and the task is never published to anyone who could call that. (A body
+            // that ends the task without returning, `do_exit()`, would leave its block on the
+            // list and its completion owed: the group's drop would then wait forever.)
+            if !group.is_null() {
+                // SAFETY: The caller's group is alive (borrowed by `ThreadGroup::spawn`), and
+                // the block is not shared yet.
+                unsafe { (*group).join(raw.cast(), task) };
+            }
             // SAFETY: The new thread cannot exit before it is woken, so `task` is alive. From
             // here the thread owns the block; no reference to the task is kept.
             unsafe { bindings::wake_up_process(task) };
@@ -201,17 +245,95 @@ where
     })
 }
 
+/// The head of a group's member list (see [`Start`]).
+struct Members(*mut Start);
+
+// SAFETY: The list is only touched under the group's lock; its blocks belong to live threads.
+unsafe impl Send for Members {}
+
 /// The part of a [`ThreadGroup`] that its threads touch.
 #[pin_data]
 struct GroupInner {
     #[pin]
     done: Opaque<bindings::completion>,
+    /// The threads that have not yet left after their body (see [`Start`]).
+    #[pin]
+    members: SpinLock<Members>,
 }
 
-// SAFETY: A `struct completion` is made to be completed and waited for from any task.
+// SAFETY: A `struct completion` is made to be completed and waited for from any task; the
+// member list is behind a lock.
 unsafe impl Send for GroupInner {}
 // SAFETY: As for `Send`.
 unsafe impl Sync for GroupInner {}
+
+impl GroupInner {
+    /// Put the new, not yet woken thread `task`, whose block starts with `start`, on the list.
+    ///
+    /// # Safety
+    ///
+    /// `start` is the unshared block of `task`, a thread of this group.
+    unsafe fn join(&self, start: *mut Start, task: *mut bindings::task_struct) {
+        let mut head = self.members.lock();
+        // SAFETY: By the function's safety requirement; the list is locked.
+        unsafe {
+            (*start).task = task;
+            (*start).next = head.0;
+        }
+        head.0 = start;
+    }
+
+    /// Take the current thread, whose block starts with `start`, off the list, and say how it
+    /// leaves: through this group's completion, or (null) through `module_put` when a drop of
+    /// the group on this thread took it off already.
+    ///
+    /// # Safety
+    ///
+    /// `start` is the block of the current thread, a thread of this group, after its body.
+    unsafe fn leave(&self, start: *mut Start) -> *const GroupInner {
+        let mut head = self.members.lock();
+        // SAFETY: The list is locked; `start` is alive (its thread frees it after this).
+        let group = unsafe { (*start).group };
+        if !group.is_null() {
+            // SAFETY: As above; a thread whose `group` is still set is on the list.
+            unsafe { unlink(&mut head.0, start) };
+        }
+        group
+    }
+
+    /// The block of the current thread, if it is on this group's list.
+    fn find_current(head: &Members) -> Option<*mut Start> {
+        let current = Task::current_raw().cast_const();
+        let mut p = head.0;
+        while !p.is_null() {
+            // SAFETY: Blocks on the list are alive (their thread frees them only after leaving
+            // it), and the caller holds the lock.
+            unsafe {
+                if ptr::eq((*p).task, current) {
+                    return Some(p);
+                }
+                p = (*p).next;
+            }
+        }
+        None
+    }
+}
+
+/// Remove `start` from the list at `head`.
+///
+/// # Safety
+///
+/// The list's lock is held, and `start` is on it.
+unsafe fn unlink(head: &mut *mut Start, start: *mut Start) {
+    let mut link: *mut *mut Start = head;
+    // SAFETY: Every block on the locked list is alive; `start` is on it, so the walk ends.
+    unsafe {
+        while *link != start {
+            link = &raw mut (**link).next;
+        }
+        *link = (*start).next;
+    }
+}
 
 /// Threads that end by themselves, and that the group's owner waits for: dropping the group
 /// (or [`ThreadGroup::wait`]) waits until every thread spawned in it has ended. Each thread
@@ -221,16 +343,22 @@ unsafe impl Sync for GroupInner {}
 /// Keep a group in the module's data to make module unload wait for its threads. Forgetting a
 /// group (`mem::forget`) gives up that wait, as forgetting a [`Thread`](super::Thread) does.
 ///
-/// A group that is dropped by one of its own threads (which held the last reference to it)
+/// Sharing a group with its own threads (an `Arc` that they hold too) gives up the wait in
+/// the same way when the module's reference is not the last one: keep the group in one owner.
+/// A group that is dropped by one of its own threads anyway (it held the last reference)
 /// cannot wait for that thread: it waits for the others, and that thread then leaves as a
 /// [`spawn_detached`] thread does, holding a module reference taken at the drop. If the module
-/// is already being unloaded, that reference cannot be had, and the thread sleeps forever in
-/// kernel code rather than run this module's code after it is freed.
+/// is being unloaded, no reference can be had: the group is then leaked, so that its threads
+/// still complete into it, and nothing waits for them, as with `mem::forget`.
+///
+/// Drop and [`ThreadGroup::wait`] sleep: call them in task context only (`might_sleep()`
+/// reports other uses). From an interrupt they can deadlock, but they touch no freed memory.
 ///
 /// # Invariants
 ///
 /// `outstanding` counts the threads spawned in the group whose completion has not been
-/// waited for; `inner` is freed only after that many completions have been waited for.
+/// waited for; `inner` is freed only after that many completions have been waited for (or
+/// leaked).
 ///
 /// # Examples
 ///
@@ -248,7 +376,7 @@ unsafe impl Sync for GroupInner {}
 /// # Ok::<(), Error>(())
 /// ```
 pub struct ThreadGroup {
-    inner: Pin<KBox<GroupInner>>,
+    inner: ManuallyDrop<Pin<KBox<GroupInner>>>,
     outstanding: AtomicUsize,
 }
 
@@ -261,12 +389,13 @@ impl ThreadGroup {
                     // SAFETY: `slot` is valid for writes and pinned (in a `KBox`).
                     unsafe { bindings::init_completion(slot) }
                 }),
+                members <- new_spinlock!(Members(ptr::null_mut()), "kthread_rs::ThreadGroup"),
             }),
             GFP_KERNEL,
         )?;
         // INVARIANT: No thread yet.
         Ok(ThreadGroup {
-            inner,
+            inner: ManuallyDrop::new(inner),
             outstanding: AtomicUsize::new(0),
         })
     }
@@ -276,7 +405,7 @@ impl ThreadGroup {
     where
         F: FnOnce(&Context<'_>) + Send + 'static,
     {
-        let inner: *const GroupInner = &*self.inner;
+        let inner: *const GroupInner = &**self.inner;
         spawn_block(name, f, inner)?;
         // INVARIANT: One more thread whose completion is owed. It may have completed already:
         // the completion counts.
@@ -293,7 +422,7 @@ impl ThreadGroup {
     ///
     /// `EDEADLK` if called by one of the group's threads, which would wait for itself.
     pub fn wait(&mut self) -> Result {
-        if self.current_member().is_some() {
+        if GroupInner::find_current(&self.inner.members.lock()).is_some() {
             return Err(sys::edeadlk());
         }
         let n = *self.outstanding.get_mut();
@@ -309,47 +438,45 @@ impl ThreadGroup {
             *self.outstanding.get_mut() -= 1;
         }
     }
-
-    /// The [`Start`] of the current thread, if it is one of this group's threads. It lives
-    /// while that thread's body runs.
-    fn current_member(&self) -> Option<*const Start> {
-        let current = Task::current_raw();
-        // SAFETY: `current` is alive; `kthread_func()` is null for a task that is not a kthread.
-        let f = unsafe { bindings::kthread_func(current) };
-        if f != detached_main as *mut c_void {
-            return None;
-        }
-        // SAFETY: `current` runs `detached_main`, so its data is the `Start` of its block,
-        // which lives while its body runs, and this code runs in that body (nothing else of
-        // this module runs on a detached thread).
-        let start = unsafe { bindings::kthread_data(current).cast::<Start>() };
-        let inner: *const GroupInner = &*self.inner;
-        // SAFETY: As above, `start` is alive.
-        ptr::eq(unsafe { (*start).group.get() }, inner).then_some(start)
-    }
 }
 
 impl Drop for ThreadGroup {
     fn drop(&mut self) {
         kernel::task::might_sleep();
         let n = *self.outstanding.get_mut();
-        let Some(me) = self.current_member() else {
+        let mut members = self.inner.members.lock();
+        let Some(me) = GroupInner::find_current(&members) else {
+            drop(members);
             self.wait_for(n);
+            // SAFETY: Every thread's completion has been waited for: none touches `inner`.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
             return;
         };
-        // Dropped by one of its own threads, `me`, which is counted in `n`.
+        // Dropped by one of its own threads, `me` (on its list, so its block is alive and its
+        // completion is owed: it is counted in `n`).
         pr_warn!("kthread_rs: a ThreadGroup was dropped by one of its own threads\n");
-        if sys::this_module_get().is_err() {
-            pr_err!("kthread_rs: module unloading; the thread sleeps forever\n");
-            loop {
-                // SAFETY: Sleeping is allowed here (a thread body, no lock held by us).
-                unsafe { bindings::schedule_timeout_idle(MAX_SCHEDULE_TIMEOUT) };
-            }
+        if sys::this_module_get_unless_going().is_err() {
+            drop(members);
+            pr_warn!("kthread_rs: module unloading: the ThreadGroup is leaked, not waited for\n");
+            // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.
+            return;
         }
+        // SAFETY: `me` is on the locked list, so its block is alive.
+        unsafe { unlink(&mut members.0, me) };
+        drop(members);
         self.wait_for(n - 1);
+        // SAFETY: Taken once, here; `self.inner` is not used afterwards.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        // SAFETY: Handed over whole to the thread, which frees it where it is.
+        let inner = KBox::into_raw(unsafe { Pin::into_inner_unchecked(inner) });
         // INVARIANT: `me` now holds a module reference and leaves through
-        // `module_put_and_kthread_exit()`: its completion is no longer owed.
-        // SAFETY: `me` is the `Start` of the current thread, whose body (this drop) is running.
-        unsafe { (*me).group.set(ptr::null()) };
+        // `module_put_and_kthread_exit()`, and owns the group, which its n - 1 other threads
+        // no longer touch. It is the current thread, so it runs none of its own code now.
+        // SAFETY: `me`'s block is alive: its thread leaves the list (before freeing the block)
+        // only in `leave`, and it is off the list now, taken off by this drop.
+        unsafe {
+            (*me).orphan = inner;
+            (*me).group = ptr::null();
+        }
     }
 }

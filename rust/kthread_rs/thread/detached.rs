@@ -461,22 +461,23 @@ impl Drop for ThreadGroup {
             // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.
             return;
         }
+        // INVARIANT: Off the list with a null `group`: `me` now holds a module reference and
+        // leaves through `module_put_and_kthread_exit()`; its completion is no longer owed.
         // SAFETY: `me` is on the locked list, so its block is alive.
-        unsafe { unlink(&mut members.0, me) };
+        unsafe {
+            unlink(&mut members.0, me);
+            (*me).group = ptr::null();
+        }
         drop(members);
         self.wait_for(n - 1);
         // SAFETY: Taken once, here; `self.inner` is not used afterwards.
         let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
         // SAFETY: Handed over whole to the thread, which frees it where it is.
         let inner = KBox::into_raw(unsafe { Pin::into_inner_unchecked(inner) });
-        // INVARIANT: `me` now holds a module reference and leaves through
-        // `module_put_and_kthread_exit()`, and owns the group, which its n - 1 other threads
-        // no longer touch. It is the current thread, so it runs none of its own code now.
-        // SAFETY: `me`'s block is alive: its thread leaves the list (before freeing the block)
-        // only in `leave`, and it is off the list now, taken off by this drop.
-        unsafe {
-            (*me).orphan = inner;
-            (*me).group = ptr::null();
-        }
+        // INVARIANT: `me` owns the group now, which its n - 1 other threads no longer touch.
+        // SAFETY: `me` is the current thread, which runs none of its own code while this drop
+        // runs (in its body, or in an interrupt on it), so it has not freed its block: it
+        // frees it only after reading `orphan`, in `detached_main`.
+        unsafe { (*me).orphan = inner };
     }
 }

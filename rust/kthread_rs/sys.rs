@@ -94,13 +94,8 @@ pub(crate) fn this_module_get() -> Result {
     if state != bindings::module_state_MODULE_STATE_LIVE {
         return Err(EBUSY);
     }
-    // SAFETY: `module` is this module, live a moment ago. If its unload has begun since,
-    // `try_module_get()` fails.
-    if unsafe { bindings::try_module_get(module) } {
-        Ok(())
-    } else {
-        Err(EBUSY)
-    }
+    // Live a moment ago; if its unload has begun since, this fails.
+    this_module_get_unless_going()
 }
 
 /// Like [`this_module_get`], but also while the module's `init` still runs: `EBUSY` only once

@@ -106,9 +106,9 @@ impl Bdev {
         Ok(Bdev { file, bdev })
     }
 
-    /// The css of the io cgroup that a bio allocated now, by the current task, is charged to.
-    /// Its address only, to compare.
-    fn css_of_new_bio(&self) -> Result<usize> {
+    /// A read bio on the device, with no vectors, charged (by `bio_init()`) to the current
+    /// task's io cgroup, or to its kthread's association. The caller puts it.
+    fn alloc_bio(&self) -> Result<*mut bindings::bio> {
         // SAFETY: `bdev` is open; no vectors; `fs_bio_set` is the kernel's general bio set.
         let bio = unsafe {
             bindings::bio_alloc_bioset(
@@ -120,8 +120,16 @@ impl Bdev {
             )
         };
         if bio.is_null() {
-            return Err(ENOMEM);
+            Err(ENOMEM)
+        } else {
+            Ok(bio)
         }
+    }
+
+    /// The css of the io cgroup that a bio allocated now, by the current task, is charged to.
+    /// Its address only, to compare.
+    fn css_of_new_bio(&self) -> Result<usize> {
+        let bio = self.alloc_bio()?;
         // SAFETY: `bio` is ours; the css address is only compared after the put.
         let css = unsafe { bio_blkcg_css(bio.cast()) } as usize;
         // SAFETY: The reference from `bio_alloc_bioset()`.
@@ -145,19 +153,7 @@ fn run() -> Result<Res> {
     let dev = Bdev::open()?;
     // A bio of the calling process, held until the end: it keeps the process's blkg, and so
     // its css, alive.
-    // SAFETY: As in `css_of_new_bio`.
-    let user_bio = unsafe {
-        bindings::bio_alloc_bioset(
-            dev.bdev,
-            0,
-            bindings::req_op_REQ_OP_READ,
-            bindings::GFP_KERNEL,
-            &raw mut bindings::fs_bio_set,
-        )
-    };
-    if user_bio.is_null() {
-        return Err(ENOMEM);
-    }
+    let user_bio = dev.alloc_bio()?;
     // SAFETY: `user_bio` is ours and charged to a css, which it keeps alive until its put.
     let user_css_ptr = unsafe { bio_blkcg_css(user_bio.cast()) }.cast();
     // SAFETY: `user_bio`, held until after the scope, keeps the css alive.

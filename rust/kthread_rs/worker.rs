@@ -41,7 +41,7 @@ use core::{
     mem::ManuallyDrop,
     ops::Deref,
     ptr::{self, NonNull},
-    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
+    sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering},
 };
 use kernel::{
     bindings,
@@ -282,7 +282,9 @@ impl Worker {
     }
 
     /// Queue `work` to run after `delay` (the C `kthread_queue_delayed_work()`); errors as
-    /// for [`Worker::queue`].
+    /// for [`Worker::queue`]. `EBUSY` also while another queue, modify or cancel of the same
+    /// delayed work runs on another thread (C refuses a queue during a cancel too): one
+    /// operation at a time per delayed work keeps C from dropping a queue entry unseen.
     pub fn queue_delayed<T: DelayedWorkItem>(
         &self,
         work: Arc<DelayedWork<T>>,
@@ -292,7 +294,9 @@ impl Worker {
     }
 
     /// Run `work` after `delay` from now, whether it is pending or not (the C
-    /// `kthread_mod_delayed_work()`). Returns whether it was pending before.
+    /// `kthread_mod_delayed_work()`). Returns whether it was pending before. `EBUSY` while
+    /// another queue, modify or cancel of the same delayed work runs (see
+    /// [`Worker::queue_delayed`]); C would ignore a modify during a cancel.
     pub fn mod_delayed<T: DelayedWorkItem>(
         &self,
         work: &Arc<DelayedWork<T>>,
@@ -300,6 +304,9 @@ impl Worker {
     ) -> Result<bool> {
         let inner = &*self.inner;
         Inner::bind(inner, &work.owner)?;
+        if !try_begin_queue(work.op()) {
+            return Err(EBUSY);
+        }
         // The reference for a new queue entry must exist before C can run the work: with a
         // zero delay, the worker may run it before `kthread_mod_delayed_work()` returns.
         let p = Arc::into_raw(work.clone());
@@ -313,6 +320,7 @@ impl Worker {
                 bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
             }
         });
+        end_op(work.op());
         if !matches!(r, Ok(false)) {
             // SAFETY: Not taken by a new queue entry: `p` is still ours.
             drop(unsafe { Arc::from_raw(p) });
@@ -358,16 +366,16 @@ impl Worker {
     /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
     /// `kthread_cancel_delayed_work_sync()`); see [`Worker::cancel_sync`].
     ///
-    /// Known limit: when another thread queues or modifies the same delayed work while this
-    /// cancel (or [`Worker::mod_delayed`]) runs, its timer can fire while the C code has the work
-    /// marked as being cancelled; C then drops that entry without queueing it or reporting it,
-    /// and its reference leaks (the item is never freed; never a use-after-free). Serialise the
-    /// queue, modify and cancel calls of one delayed work (the stress sample found this at about
-    /// one in 20,000 cancels when two producers shared items).
+    /// A queue or modify of the same delayed work from another thread meanwhile gets `EBUSY`
+    /// (so that C never sees its timer fire during the cancel, when it would drop the entry
+    /// unseen); a second cancel waits for this one.
     pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
-        // SAFETY: As in `cancel_sync`.
-        self.cancel_with(work, &work.owner, || unsafe {
-            cancel_delayed(work.dwork_ptr())
+        self.cancel_with(work, &work.owner, || {
+            begin_cancel(work.op());
+            // SAFETY: As in `cancel_sync`.
+            let r = unsafe { cancel_delayed(work.dwork_ptr()) };
+            end_op(work.op());
+            r
         })
     }
 
@@ -431,8 +439,13 @@ impl Worker {
             // SAFETY: Locked above.
             unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
             let Some(h) = header else { break };
+            // SAFETY: `h` is alive (our reference).
+            let op = unsafe { op_cell(h) };
+            begin_cancel(op);
             // SAFETY: `h` is alive (our reference), initialised, and bound to this worker.
-            if unsafe { cancel_delayed(&raw mut (*h).dwork) } {
+            let was_pending = unsafe { cancel_delayed(&raw mut (*h).dwork) };
+            end_op(op);
+            if was_pending {
                 // SAFETY: The cancelled entry's queue reference is now ours.
                 unsafe { ((*h).release)(h) };
             }
@@ -540,11 +553,18 @@ fn queue_delayed<T: DelayedWorkItem>(
     if let Err(e) = Inner::bind(inner, &work.owner) {
         return Err((e, work));
     }
+    if !try_begin_queue(work.op()) {
+        return Err((EBUSY, work));
+    }
+    // Ours until the operation ends: the queued reference may be gone by then.
+    let keep = work.clone();
     let dwork = work.dwork_ptr();
     // SAFETY: As in `queue`; the timer was set up by `DelayedWork::new` as the C macro does.
-    hand_over(inner, work, via, || unsafe {
+    let r = hand_over(inner, work, via, || unsafe {
         bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
-    })
+    });
+    end_op(keep.op());
+    r
 }
 
 /// Hand one reference of `work` to a queue entry made by `call` (a C queueing function that
@@ -680,6 +700,53 @@ struct DelayedHeader {
     dwork: bindings::kthread_delayed_work,
     acquire: unsafe fn(*mut DelayedHeader),
     release: unsafe fn(*mut DelayedHeader),
+    /// Which of our operations on this delayed work runs: `OP_IDLE`, `OP_QUEUE` (a queue or a
+    /// modify) or `OP_CANCEL`. One at a time; see [`op_cell`].
+    op: AtomicU32,
+}
+
+const OP_IDLE: u32 = 0;
+const OP_QUEUE: u32 = 1;
+const OP_CANCEL: u32 = 2;
+
+/// The operation state of the delayed work whose header is `h`.
+///
+/// C raises `canceling` while it cancels the timer with the worker unlocked, and a timer that
+/// fires then drops its work silently (`kthread_delayed_work_timer_fn()`): the queue entry's
+/// reference would leak. Our cancel and modify first delete the timer with nothing raised, so
+/// the timer can fire in C's window only if another thread arms it again in between. One
+/// operation at a time per delayed work rules that out: a queue or modify that finds another
+/// operation running returns `EBUSY` at once (it may run in interrupt context, and a cancel may
+/// be waiting for the work that queues), and a cancel waits for its turn.
+///
+/// # Safety
+///
+/// `h` is the header of a live `DelayedWork`.
+unsafe fn op_cell<'a>(h: *mut DelayedHeader) -> &'a AtomicU32 {
+    // SAFETY: By the function's safety requirement; only the atomic field is borrowed, never
+    // the C part that C writes.
+    unsafe { &(*h).op }
+}
+
+/// Start a queue or modify: `false` if another operation on the work runs.
+fn try_begin_queue(op: &AtomicU32) -> bool {
+    op.compare_exchange(OP_IDLE, OP_QUEUE, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Start a cancel, sleeping until no other operation on the work runs.
+fn begin_cancel(op: &AtomicU32) {
+    while op
+        .compare_exchange(OP_IDLE, OP_CANCEL, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // A queue or modify ends within microseconds; another cancel may wait for a work.
+        kernel::time::delay::fsleep(Delta::from_micros(50));
+    }
+}
+
+fn end_op(op: &AtomicU32) {
+    op.store(OP_IDLE, Ordering::Release);
 }
 
 /// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
@@ -767,6 +834,7 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
                         );
                         (&raw mut (*slot).acquire).write(acquire::<T>);
                         (&raw mut (*slot).release).write(release::<T>);
+                        (&raw mut (*slot).op).write(AtomicU32::new(OP_IDLE));
                     }
                 }),
                 owner: AtomicPtr::new(ptr::null_mut()),
@@ -781,6 +849,11 @@ impl<T> DelayedWork<T> {
     fn dwork_ptr(&self) -> *mut bindings::kthread_delayed_work {
         // `dwork` is the first field of `DelayedHeader` (`repr(C)`).
         self.dwork.get().cast()
+    }
+
+    fn op(&self) -> &AtomicU32 {
+        // SAFETY: `self` is live and starts with its header.
+        unsafe { op_cell(self.dwork.get()) }
     }
 }
 

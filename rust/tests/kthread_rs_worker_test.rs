@@ -441,6 +441,115 @@ mod tests {
         Ok(())
     }
 
+    /// A delayed work whose run blocks until released.
+    #[pin_data]
+    struct SlowDelayed {
+        #[pin]
+        entered: Completion,
+        #[pin]
+        open: Completion,
+    }
+
+    impl DelayedWorkItem for SlowDelayed {
+        fn run(work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+            work.entered.complete_all();
+            work.open.wait_for_completion();
+        }
+    }
+
+    /// While a cancel of a delayed work runs (here: it waits for the work's run), a queue or
+    /// modify of it from another thread is `EBUSY`, not a timer armed under C's cancel; once
+    /// the cancel is done, the work queues again.
+    #[test]
+    fn queue_during_delayed_cancel_is_ebusy() -> Result {
+        let w = Arc::new(Worker::create(fmt!("krs-dcbusy"))?, GFP_KERNEL)?;
+        let item = crate::new_delayed_work!(pin_init!(SlowDelayed {
+            entered <- Completion::new(),
+            open <- Completion::new(),
+        }))?;
+        w.queue_delayed(item.clone(), Delta::ZERO)
+            .map_err(|(e, _)| e)?;
+        item.entered.wait_for_completion();
+        let (w2, i2) = (w.clone(), item.clone());
+        let canceller = super::kthread_rs::thread::spawn(fmt!("krs-dcancel"), move |_ctx| {
+            w2.cancel_delayed_sync(&i2)
+        })?;
+        fsleep(Delta::from_millis(50));
+        let queued = w
+            .queue_delayed(item.clone(), Delta::ZERO)
+            .err()
+            .map(|(e, _)| e);
+        let modified = w.mod_delayed(&item, Delta::ZERO).err();
+        item.open.complete_all();
+        let cancelled = canceller.join()?.returned();
+        assert_eq!(queued, Some(EBUSY));
+        assert_eq!(modified, Some(EBUSY));
+        assert_eq!(cancelled, Some(Ok(false)));
+        w.queue_delayed(item.clone(), Delta::ZERO)
+            .map_err(|(e, _)| e)?;
+        w.flush_all()?;
+        Ok(())
+    }
+
+    /// Two threads queue, modify and cancel one delayed work at random for a second: every
+    /// queue entry is accounted for (run or cancelled), and the item is freed exactly once at
+    /// the end (a queue entry dropped unseen by C would keep it alive: kmemleak and the drop
+    /// count).
+    #[test]
+    fn shared_delayed_ops_no_leak() -> Result {
+        let w = Arc::new(Worker::create(fmt!("krs-dshare"))?, GFP_KERNEL)?;
+        let (item, drops) = delayed_count()?;
+        let queued = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let cancelled = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
+        let mut threads = KVec::new();
+        for t in 0..2u32 {
+            let (w, item, q, c) = (w.clone(), item.clone(), queued.clone(), cancelled.clone());
+            threads.push(
+                super::kthread_rs::thread::spawn(fmt!("krs-dshare/{t}"), move |_ctx| {
+                    let start = Instant::<Monotonic>::now();
+                    let mut i = t;
+                    while start.elapsed().as_millis() < 1000 {
+                        i = i.wrapping_mul(1103515245).wrapping_add(12345);
+                        let delay = Delta::from_micros(i64::from(i % 2000));
+                        match i % 3 {
+                            0 => {
+                                if w.queue_delayed(item.clone(), delay).is_ok() {
+                                    q.fetch_add(1, SeqCst);
+                                }
+                            }
+                            1 => {
+                                if let Ok(false) = w.mod_delayed(&item, delay) {
+                                    q.fetch_add(1, SeqCst);
+                                }
+                            }
+                            _ => {
+                                if let Ok(true) = w.cancel_delayed_sync(&item) {
+                                    c.fetch_add(1, SeqCst);
+                                }
+                            }
+                        }
+                    }
+                }),
+                GFP_KERNEL,
+            )?;
+        }
+        for t in threads {
+            t?.join()?;
+        }
+        if w.cancel_delayed_sync(&item)? {
+            cancelled.fetch_add(1, SeqCst);
+        }
+        w.flush_all()?;
+        assert_eq!(
+            item.runs.load(SeqCst) + cancelled.load(SeqCst),
+            queued.load(SeqCst)
+        );
+        drop(w);
+        drop(item);
+        assert_eq!(drops.load(SeqCst), 1);
+        Ok(())
+    }
+
     /// H9: dropping a worker with pending normal and delayed work: no WARN from
     /// `kthread_destroy_worker()`, the normal work runs, the delayed work is cancelled, and
     /// every reference comes back (kmemleak).

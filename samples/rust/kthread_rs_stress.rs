@@ -723,10 +723,9 @@ struct Lane {
 }
 
 const WORKS_PER_LANE: usize = 16;
-/// Delayed works per producer and lane. Each producer modifies and cancels only its own: the C
-/// code drops a delayed work whose timer fires while another thread cancels it, and then
-/// kthread-rs cannot reclaim that queue's reference (a leak, never a use-after-free; see
-/// `Worker::cancel_delayed_sync`).
+/// Delayed works per producer and lane. All producers queue, modify and cancel all of them:
+/// concurrent operations on one delayed work are what `Worker::cancel_delayed_sync` must get
+/// right (C drops an entry whose timer fires during a cancel).
 const DELAYED_PER_PRODUCER: usize = 2;
 
 fn new_lane(i: usize, producers: usize) -> Result<Lane> {
@@ -751,8 +750,8 @@ fn new_lane(i: usize, producers: usize) -> Result<Lane> {
 fn produce_once(me: usize, lanes: &[Lane], rng: &mut Rng) {
     let lane = &lanes[rng.below(lanes.len() as u64) as usize];
     let w = &lane.works[rng.below(WORKS_PER_LANE as u64) as usize];
-    let d =
-        &lane.delayed[me * DELAYED_PER_PRODUCER + rng.below(DELAYED_PER_PRODUCER as u64) as usize];
+    let _ = me;
+    let d = &lane.delayed[rng.below(lane.delayed.len() as u64) as usize];
     match rng.below(16) {
         0..=8 => {
             w.stamp();

@@ -99,10 +99,24 @@ mod tests {
         open: Completion,
     }
 
+    impl Gate {
+        /// Say that the run has begun, then wait until the gate is opened.
+        fn pass(&self) {
+            self.entered.complete_all();
+            self.open.wait_for_completion();
+        }
+    }
+
     impl WorkItem for Gate {
         fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
-            work.entered.complete_all();
-            work.open.wait_for_completion();
+            work.pass();
+        }
+    }
+
+    /// The same gate as a delayed work.
+    impl DelayedWorkItem for Gate {
+        fn run(work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+            work.pass();
         }
     }
 
@@ -441,29 +455,13 @@ mod tests {
         Ok(())
     }
 
-    /// A delayed work whose run blocks until released.
-    #[pin_data]
-    struct SlowDelayed {
-        #[pin]
-        entered: Completion,
-        #[pin]
-        open: Completion,
-    }
-
-    impl DelayedWorkItem for SlowDelayed {
-        fn run(work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
-            work.entered.complete_all();
-            work.open.wait_for_completion();
-        }
-    }
-
     /// While a cancel of a delayed work runs (here: it waits for the work's run), a queue or
     /// modify of it from another thread is `EBUSY`, not a timer armed under C's cancel; once
     /// the cancel is done, the work queues again.
     #[test]
     fn queue_during_delayed_cancel_is_ebusy() -> Result {
         let w = Arc::new(Worker::create(fmt!("krs-dcbusy"))?, GFP_KERNEL)?;
-        let item = crate::new_delayed_work!(pin_init!(SlowDelayed {
+        let item = crate::new_delayed_work!(pin_init!(Gate {
             entered <- Completion::new(),
             open <- Completion::new(),
         }))?;

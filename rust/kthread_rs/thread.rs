@@ -841,6 +841,16 @@ unsafe fn stop_thread<T>(task: &Task, core: &dyn Core<T>) -> Exit<T> {
     // SAFETY: By the function's safety requirements.
     unsafe { core.control().stop(task) };
     // SAFETY: `stop` returned, so the thread has exited.
+    unsafe { take_exit(core) }
+}
+
+/// How the thread of `core` ended.
+///
+/// # Safety
+///
+/// The thread has exited.
+unsafe fn take_exit<T>(core: &dyn Core<T>) -> Exit<T> {
+    // SAFETY: By the function's safety requirement.
     match unsafe { core.take_result() } {
         Some(v) => Exit::Returned(v),
         None => Exit::NeverRan,
@@ -911,10 +921,7 @@ impl<T> Handle<T> {
         // owner, so stops are not concurrent.
         unsafe { core.control().stop_put(task) };
         // SAFETY: `stop_put` returned, so the thread has exited.
-        Ok(match unsafe { core.take_result() } {
-            Some(v) => Exit::Returned(v),
-            None => Exit::NeverRan,
-        })
+        Ok(unsafe { take_exit(&*core) })
     }
 
     fn stop(self) -> Result<Exit<T>> {

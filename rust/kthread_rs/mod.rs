@@ -14,7 +14,10 @@
 //! - [`task_work`]: callbacks run by a user task in its own context (`include/linux/task_work.h`).
 //! - [`service`]: a start that reports the body's initialisation, and wake-driven service threads.
 //! - [`sys`]: the few C macros and static inlines that have no generated binding.
+//! - `registry`: every live thread, worker and per-CPU set of the module, ended by the module's
+//!   unload if their handles were leaked (H21).
 
+pub(crate) mod registry;
 pub mod service;
 pub mod sys;
 pub mod task_work;

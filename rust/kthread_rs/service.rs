@@ -72,6 +72,10 @@ pub struct InitThread<T> {
 ///
 /// `init`'s value stays in the new thread: it need not be `Send`. The starter waits for `init`
 /// uninterruptibly, as a C driver's `wait_for_completion()` after `kthread_run()` would.
+///
+/// # Context
+///
+/// May sleep (it waits for `init`).
 pub fn spawn_with_init<S, T, I, M>(
     name: fmt::Arguments<'_>,
     init: I,
@@ -82,6 +86,7 @@ where
     M: FnOnce(S, &Context<'_>) -> T + Send + 'static,
     T: Send + 'static,
 {
+    kernel::task::might_sleep();
     let report = Arc::pin_init(
         pin_init!(InitReport {
             done <- Completion::new(),
@@ -118,12 +123,22 @@ impl<T> InitThread<T> {
     /// Ask the thread to stop, wait for it, and return what `main` returned.
     ///
     /// `EDEADLK` when called on the thread itself.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     pub fn stop(self) -> Result<T> {
+        kernel::task::might_sleep();
         Self::value(self.thread.stop()?)
     }
 
     /// Wait until `main` returns by itself, and return its value.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     pub fn join(self) -> Result<T> {
+        kernel::task::might_sleep();
         Self::value(self.thread.join()?)
     }
 
@@ -136,6 +151,10 @@ impl<T> InitThread<T> {
     }
 
     /// Wake the thread if it sleeps in [`Context::wait_until`].
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub fn wake_up(&self) {
         self.thread.wake_up()
     }
@@ -149,6 +168,10 @@ pub struct Service<T> {
 
 /// Start a thread that calls `step(&mut state)` once for every [`Service::wake`] (wakes that
 /// arrive during a step are coalesced into one more step), until [`Service::stop`].
+///
+/// # Context
+///
+/// May sleep.
 pub fn spawn_service<S, T, F>(
     name: fmt::Arguments<'_>,
     mut state: S,
@@ -159,6 +182,7 @@ where
     T: Send + 'static,
     F: FnMut(&mut S) -> T + Send + 'static,
 {
+    kernel::task::might_sleep();
     let pending = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
     let theirs = pending.clone();
     let thread = thread::spawn(name, move |ctx| {
@@ -174,7 +198,11 @@ where
 }
 
 impl<T> Service<T> {
-    /// Ask for one more step. Never sleeps; callable from any context that may wake a task.
+    /// Ask for one more step.
+    ///
+    /// # Context
+    ///
+    /// Any context (it never sleeps).
     pub fn wake(&self) {
         self.pending.store(true, Ordering::Release);
         self.thread.wake_up();
@@ -183,7 +211,12 @@ impl<T> Service<T> {
     /// Stop the thread and return the last step's value (`None` if no step ran). A step that
     /// runs, and the step of a wake made before this call, finish first: no wake is lost. (Only
     /// this handle wakes the thread, and `stop` takes it by value, so no wake comes after.)
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     pub fn stop(self) -> Result<Option<T>> {
+        kernel::task::might_sleep();
         Ok(self.thread.stop()?.returned().flatten())
     }
 }

@@ -54,10 +54,43 @@ pub(crate) fn edeadlk() -> Error {
     Error::from_errno(-(bindings::EDEADLK as c_int))
 }
 
-/// The task with this pid number (in the caller's pid namespace), counted: `find_get_pid()` and
-/// `get_pid_task()`, which the kernel crate does not wrap. For the tests and the samples, which
-/// pick task work targets by pid.
-pub fn task_of_pid(pid: i32) -> Option<ARef<Task>> {
+/// The user task with this pid number (in the caller's pid namespace), counted:
+/// `find_get_pid()` and `get_pid_task()`, which the kernel crate does not wrap. For the tests
+/// and the samples, which pick task work targets by pid.
+///
+/// Kernel threads are refused (`None`): a `Task` of a kthread that was created but not woken
+/// yet (a [`NewThread`](super::thread::NewThread), whose pid is public) would let
+/// `Task::wake_up` start it behind its configuration (`kthread_bind()` then WARNs), and so for
+/// any other kthread not started yet.
+///
+/// # Context
+///
+/// Any context that may take a spinlock (RCU read side inside).
+#[allow(dead_code)] // Used by the tests and samples that pick targets by pid.
+pub(crate) fn task_of_pid(pid: i32) -> Option<ARef<Task>> {
+    // SAFETY: Kernel threads are filtered out below, before the task is given out.
+    let task = unsafe { any_task_of_pid(pid) }?;
+    // SAFETY: The task is alive (counted); `flags` is read once, as the C `READ_ONCE()`, and
+    // `PF_KTHREAD` never changes once the task exists.
+    let flags = unsafe { core::ptr::read_volatile(&raw const (*task.as_ptr()).flags) };
+    if flags & bindings::PF_KTHREAD != 0 {
+        return None;
+    }
+    Some(task)
+}
+
+/// Like [`task_of_pid`], kernel threads included.
+///
+/// # Safety
+///
+/// The caller does not let the task be woken (`Task::wake_up`, or any C call that wakes it)
+/// unless it is known to have been started.
+///
+/// # Context
+///
+/// Any context that may take a spinlock.
+#[allow(dead_code)] // Used by the tests only.
+pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
     // SAFETY: `find_get_pid()` takes any number; it returns a counted `struct pid` or null.
     let p = unsafe { bindings::find_get_pid(pid) };
     if p.is_null() {
@@ -70,6 +103,12 @@ pub fn task_of_pid(pid: i32) -> Option<ARef<Task>> {
     // SAFETY: `get_pid_task()` returned a counted task reference (or null), which the `ARef`
     // now owns; `Task` is a transparent wrapper of `task_struct`.
     core::ptr::NonNull::new(t).map(|t| unsafe { ARef::from_raw(t.cast()) })
+}
+
+/// This module (null when built in): the one whose code is running, as this file is included
+/// into each module crate (see [`super`]).
+pub(crate) fn this_module() -> *mut bindings::module {
+    crate::THIS_MODULE.as_ptr()
 }
 
 /// Take a reference on this module, so that it cannot be unloaded until [`this_module_put`]

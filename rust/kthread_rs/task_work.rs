@@ -146,6 +146,10 @@ impl<F: FnOnce() + Send + 'static> Callback for F {
 
 /// Is the current task exiting (`PF_EXITING`)? A callback that runs at exit finds the task's
 /// `mm` and files already released: no user copies, no file descriptors.
+///
+/// # Context
+///
+/// Any context.
 pub fn current_is_exiting() -> bool {
     task_flags(Task::current_raw()) & bindings::PF_EXITING != 0
 }
@@ -203,28 +207,37 @@ impl<W> Drop for Node<W> {
 
 /// Queue `work` to run in the context of `task`; see the [module documentation](self).
 ///
-/// May sleep: the node is allocated with `GFP_KERNEL`.
-///
 /// On error the callback comes back untouched with the error:
 /// - `EINVAL`: `task` is a kernel thread or a user worker, which never returns to user mode;
 /// - `ESRCH`: `task` is past the point in its exit where it runs task work;
 /// - `ENOMEM`: the allocation failed;
 /// - `EBUSY`: this module is not live: its `init` has not returned yet, or it is being
 ///   unloaded.
+///
+/// # Context
+///
+/// May sleep (the node is allocated with `GFP_KERNEL`).
 pub fn add<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<(), (Error, W)> {
+    kernel::task::might_sleep();
     add_node(task, notify, work).map(drop)
 }
 
 /// As [`add`], and return a handle that can take the callback back while it has not started.
+///
+/// # Context
+///
+/// May sleep.
 pub fn add_cancelable<W: Callback>(
     task: &Task,
     notify: Notify,
     work: W,
 ) -> Result<Pending<W>, (Error, W)> {
+    kernel::task::might_sleep();
     add_node(task, notify, work).map(|node| Pending { node })
 }
 
 fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Node<W>>, (Error, W)> {
+    kernel::task::might_sleep();
     if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
         return Err((EINVAL, work));
     }
@@ -327,6 +340,10 @@ impl<W: Callback> Pending<W> {
     /// Take the callback back if it has not started: the target task will then find an empty
     /// node, which it only frees (releasing this module's reference). Returns `None` if the
     /// callback has started or was taken back already.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub fn cancel(&self) -> Option<W> {
         self.node.take()
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Tests of `Context::use_mm` (`kthread_use_mm()`), driven by real user processes.
+//! Tests of `Context::with_mm` (`kthread_use_mm()`), driven by real user processes.
 //!
 //! The misc device `/dev/kthread-rs-mm` lets a process hand its address space to a kthread,
 //! which writes a value into it through `kernel::uaccess` while it holds the guard; the program
@@ -64,7 +64,7 @@ unsafe impl AsBytes for Req {}
 
 /// Write with the caller's mm lent to a kthread.
 const MM_WRITE: u32 = _IOW::<Req>(b'm' as u32, 1);
-/// The same, but the kthread then drops the guard and checks that it has no mm any more.
+/// The kthread checks that `current!().mm()` is the lent mm inside `with_mm`, and none after.
 const MM_WRITE_AFTER_DROP: u32 = _IOW::<Req>(b'm' as u32, 2);
 /// The same, but the kthread first asks for a second, nested use (must be `EBUSY`).
 const MM_NESTED: u32 = _IOW::<Req>(b'm' as u32, 3);
@@ -90,25 +90,27 @@ fn write_user(addr: usize, value: u64) -> Result {
 fn lend(mm: ARef<MmWithUser>, req: Req, how: How) -> Result {
     let addr = usize::try_from(req.addr)?;
     let t = thread::spawn(fmt!("krs-mm"), move |ctx| -> Result {
-        let guard = ctx.use_mm(mm.clone())?;
         match how {
-            How::Write => write_user(addr, req.value),
+            How::Write => ctx.with_mm(&mm, |_| write_user(addr, req.value))?,
             How::WriteAfterDrop => {
-                let had = kernel::current!().mm().is_some();
-                drop(guard);
-                // `current->mm` is gone. (The CPU may still hold the page tables lazily, so a
-                // user copy now could still land: the guard's scope is the rule, see `use_mm`.)
-                if had && kernel::current!().mm().is_none() {
+                // Inside, `current->mm` is the lent mm; after, there is none. (The CPU may
+                // still hold the page tables lazily, so a user copy after could still land:
+                // the closure's scope is the rule, see `with_mm`.)
+                let lent = mm.as_raw() as usize;
+                let inside = ctx.with_mm(&mm, |_| {
+                    kernel::current!().mm().map(|m| m.as_raw() as usize) == Some(lent)
+                })?;
+                if inside && kernel::current!().mm().is_none() {
                     Ok(())
                 } else {
                     Err(EINVAL)
                 }
             }
-            How::Nested => match ctx.use_mm(mm) {
+            How::Nested => ctx.with_mm(&mm, |ctx| match ctx.with_mm(&mm, |_| ()) {
                 Err(e) if e == EBUSY => write_user(addr, req.value),
                 Err(e) => Err(e),
-                Ok(_) => Err(EINVAL),
-            },
+                Ok(()) => Err(EINVAL),
+            })?,
         }
     })?;
     t.join()?.returned().unwrap_or(Err(ESRCH))

@@ -252,6 +252,10 @@ impl TwFile {
         match pid {
             0 => Ok(ARef::from(&**kernel::current!())),
             -1 => self.state.lock().held.clone().ok_or(ENOENT),
+            // kthreadd, for the guest's H16 case: `task_of_pid()` refuses kernel threads.
+            // SAFETY: kthreadd runs since boot; it is only passed to `task_work::add`, which
+            // refuses it without waking it.
+            2 => unsafe { sys::any_task_of_pid(2) }.ok_or(ESRCH),
             p => sys::task_of_pid(p).ok_or(ESRCH),
         }
     }

@@ -1280,14 +1280,33 @@ mod origin_tests {
         Ok(())
     }
 
-    /// Kernel threads that this module did not start: kthreadd (pid 2) and the KUnit thread
-    /// that runs this test.
+    /// Kernel threads that this module did not start: a kthread_worker's thread (its
+    /// `threadfn` is the kernel's `kthread_worker_fn()`) and the KUnit thread that runs this
+    /// test.
     #[test]
     fn origin_of_other_kthreads() -> Result {
-        let kthreadd = task_of_pid(2).ok_or(ESRCH)?;
-        assert_eq!(thread::origin(&kthreadd), Origin::Kthread);
+        let w = super::kthread_rs::worker::Worker::create(fmt!("krs-origin-w"))?;
+        assert_eq!(thread::origin(w.task()), Origin::Kthread);
         let me = kernel::current!();
         assert_eq!(thread::origin(me), Origin::Kthread);
+        Ok(())
+    }
+
+    /// Issue 15, item 4: `task_of_pid()` gives out no kernel thread, so that no `Task` of a
+    /// created but not yet started thread can be woken behind its configuration (on 5a5a289,
+    /// `task_of_pid(t.pid())?.wake_up()` before `bind()` made `kthread_bind()` WARN).
+    #[test]
+    fn task_of_pid_refuses_kthreads() -> Result {
+        assert!(task_of_pid(2).is_none());
+        let mut t = thread::create(fmt!("krs-origin-n"), |_ctx| 0u32)?;
+        assert!(task_of_pid(t.pid()).is_none());
+        // The thread was not started behind our back: binding it is still valid (a WARN here
+        // would fail the run).
+        if let Some(cpu) = kernel::cpu::CpuId::from_u32(0) {
+            t.bind(cpu)?;
+        }
+        assert_eq!(t.start().stop()?, thread::Exit::Returned(0));
+        assert!(task_of_pid(1).is_some());
         Ok(())
     }
 

@@ -317,7 +317,7 @@ mod tests {
         let w = Worker::create(fmt!("krs-dly"))?;
         let (item, drops) = delayed_count()?;
         let start = Instant::<Monotonic>::now();
-        w.queue_delayed(item.clone(), ms(100)).map_err(|(e, _)| e)?;
+        w.queue_delayed(&item, ms(100))?;
         fsleep(ms(20));
         let early = item.runs.load(SeqCst);
         assert!(eventually(|| item.runs.load(SeqCst) == 1));
@@ -335,11 +335,8 @@ mod tests {
     fn delayed_pending_hands_back() -> Result {
         let w = Worker::create(fmt!("krs-dpend"))?;
         let (item, _drops) = delayed_count()?;
-        w.queue_delayed(item.clone(), Delta::from_secs(10))
-            .map_err(|(e, _)| e)?;
-        let again = w.queue_delayed(item.clone(), ms(1));
-        assert!(matches!(&again, Err((e, _)) if *e == EBUSY));
-        drop(again);
+        w.queue_delayed(&item, Delta::from_secs(10))?;
+        assert_eq!(w.queue_delayed(&item, ms(1)), Err(EBUSY));
         assert_eq!(w.cancel_delayed_sync(&item), Ok(true));
         Ok(())
     }
@@ -349,8 +346,7 @@ mod tests {
     fn mod_delayed_moves_pending() -> Result {
         let w = Worker::create(fmt!("krs-mod"))?;
         let (item, _drops) = delayed_count()?;
-        w.queue_delayed(item.clone(), Delta::from_secs(10))
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&item, Delta::from_secs(10))?;
         assert_eq!(w.mod_delayed(&item, ms(10)), Ok(true));
         assert!(eventually(|| item.runs.load(SeqCst) == 1));
         Ok(())
@@ -392,7 +388,7 @@ mod tests {
 
     /// H10: an item bound to a worker that has been dropped is refused by a new worker (it
     /// keeps its old worker's identity alive, so a new worker never takes its address), and
-    /// flush and cancel on the new worker leave it alone.
+    /// flush and cancel on the new worker refuse it too (`EINVAL`).
     #[test]
     fn item_of_dropped_worker_refused() -> Result {
         let (item, _drops) = count()?;
@@ -404,8 +400,8 @@ mod tests {
         let r = b.queue(item.clone());
         assert!(matches!(&r, Err((e, _)) if *e == EINVAL));
         drop(r);
-        b.flush(&item)?;
-        assert_eq!(b.cancel_sync(&item), Ok(false));
+        assert_eq!(b.flush(&item), Err(EINVAL));
+        assert_eq!(b.cancel_sync(&item), Err(EINVAL));
         assert_eq!(item.runs.load(SeqCst), 1);
         Ok(())
     }
@@ -415,8 +411,7 @@ mod tests {
     fn cancel_delayed_pending() -> Result {
         let w = Worker::create(fmt!("krs-cdly"))?;
         let (item, drops) = delayed_count()?;
-        w.queue_delayed(item.clone(), Delta::from_secs(10))
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&item, Delta::from_secs(10))?;
         assert_eq!(w.cancel_delayed_sync(&item), Ok(true));
         assert_eq!(w.cancel_delayed_sync(&item), Ok(false));
         fsleep(ms(20));
@@ -438,7 +433,7 @@ mod tests {
         let (item, drops) = delayed_count()?;
         let (mut queued, mut cancelled) = (0u32, 0u32);
         for i in 0..600u32 {
-            if w.queue_delayed(item.clone(), Delta::from_millis(1)).is_ok() {
+            if w.queue_delayed(&item, Delta::from_millis(1)).is_ok() {
                 queued += 1;
             }
             // 0 to 7.75 ms: around the expiry of a one-jiffy timer at HZ=250.
@@ -465,26 +460,21 @@ mod tests {
             entered <- Completion::new(),
             open <- Completion::new(),
         }))?;
-        w.queue_delayed(item.clone(), Delta::ZERO)
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&item, Delta::ZERO)?;
         item.entered.wait_for_completion();
         let (w2, i2) = (w.clone(), item.clone());
         let canceller = super::kthread_rs::thread::spawn(fmt!("krs-dcancel"), move |_ctx| {
             w2.cancel_delayed_sync(&i2)
         })?;
         fsleep(Delta::from_millis(50));
-        let queued = w
-            .queue_delayed(item.clone(), Delta::ZERO)
-            .err()
-            .map(|(e, _)| e);
+        let queued = w.queue_delayed(&item, Delta::ZERO).err();
         let modified = w.mod_delayed(&item, Delta::ZERO).err();
         item.open.complete_all();
         let cancelled = canceller.join()?.returned();
         assert_eq!(queued, Some(EBUSY));
         assert_eq!(modified, Some(EBUSY));
         assert_eq!(cancelled, Some(Ok(false)));
-        w.queue_delayed(item.clone(), Delta::ZERO)
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&item, Delta::ZERO)?;
         w.flush_all()?;
         Ok(())
     }
@@ -511,7 +501,7 @@ mod tests {
                         let delay = Delta::from_micros(i64::from(i % 2000));
                         match i % 3 {
                             0 => {
-                                if w.queue_delayed(item.clone(), delay).is_ok() {
+                                if w.queue_delayed(&item, delay).is_ok() {
                                     q.fetch_add(1, SeqCst);
                                 }
                             }
@@ -561,10 +551,8 @@ mod tests {
         w.queue(g.clone()).map_err(|(e, _)| e)?;
         g.entered.wait_for_completion();
         w.queue(normal.clone()).map_err(|(e, _)| e)?;
-        w.queue_delayed(delayed.clone(), Delta::from_secs(30))
-            .map_err(|(e, _)| e)?;
-        w.queue_delayed(delayed2.clone(), Delta::from_secs(60))
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&delayed, Delta::from_secs(30))?;
+        w.queue_delayed(&delayed2, Delta::from_secs(60))?;
         g.open.complete_all();
         drop(w);
         assert_eq!(normal.runs.load(SeqCst), 1);
@@ -694,7 +682,8 @@ mod tests {
     }
 
     /// H10: a work bound to one worker is handed back with `EINVAL` by another (the C code
-    /// would WARN); it still works on its own worker.
+    /// would WARN), and flush and cancel through the other worker are `EINVAL` too (issue 15,
+    /// item 7: on 5a5a289 they returned at once, `Ok`); it still works on its own worker.
     #[test]
     fn second_worker_refused() -> Result {
         let a = Worker::create(fmt!("krs-a"))?;
@@ -705,7 +694,8 @@ mod tests {
         let r = b.queue(item.clone());
         assert!(matches!(&r, Err((e, _)) if *e == EINVAL));
         drop(r);
-        assert_eq!(b.cancel_sync(&item), Ok(false));
+        assert_eq!(b.cancel_sync(&item), Err(EINVAL));
+        assert_eq!(b.flush(&item), Err(EINVAL));
         a.queue(item.clone()).map_err(|(e, _)| e)?;
         a.flush(&item)?;
         assert_eq!(item.runs.load(SeqCst), 2);

@@ -214,8 +214,7 @@ fn bench_delayed0(w: &Worker, n: usize) -> Result {
     for _ in 0..n {
         let gen = signal.current();
         work.queued.store(now_ns(), SeqCst);
-        w.queue_delayed(work.clone(), kernel::time::Delta::ZERO)
-            .map_err(|(e, _)| e)?;
+        w.queue_delayed(&work, kernel::time::Delta::ZERO)?;
         signal.wait_past(gen);
         ns.push(work.latency(), GFP_KERNEL)?;
     }

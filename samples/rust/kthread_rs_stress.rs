@@ -773,7 +773,7 @@ fn produce_once(me: usize, lanes: &[Lane], rng: &mut Rng) {
         }
         11 | 12 => {
             let delay = Delta::from_micros(rng.below(3000) as i64);
-            if lane.worker.queue_delayed(d.clone(), delay).is_ok() {
+            if lane.worker.queue_delayed(d, delay).is_ok() {
                 STATS.dqueued.fetch_add(1, Relaxed);
             }
         }

@@ -21,15 +21,17 @@
 //! leaves by returning, so that its destructors run. (`kthread_exit()` never returns: whatever
 //! the body owns would leak, and any lock it holds would stay held.)
 //!
-//! Nobody can stop these threads or wake them: [`Context::should_stop`] is always false for
-//! them, and their bodies sleep with [`Context::sleep`] or on their own primitives.
+//! Nobody can stop these threads or wake them: [`Context::should_stop`] is false for them
+//! (unless the module is unloaded while one still runs, its group forgotten: then the unload
+//! stops it, H21), and their bodies sleep with [`Context::sleep`] or on their own primitives.
 
 use super::super::sys;
-use super::{with_name, Context, Control, NUMA_NO_NODE};
+use super::header::{Header, ThreadOps, SELF_OWNED, STARTED};
+use super::{with_name, Context, NUMA_NO_NODE};
 use core::{
     cell::Cell,
     mem::ManuallyDrop,
-    ptr,
+    ptr::{self, NonNull},
     sync::atomic::{AtomicUsize, Ordering},
 };
 use kernel::{
@@ -41,34 +43,48 @@ use kernel::{
 ///
 /// # Invariants
 ///
-/// - `run` and `free` are `run::<F>` and `free::<F>` for the [`Block<F>`] whose first field
-///   this is.
+/// - `run` is `run::<F>` for the [`Block<F>`] that starts with this head.
 /// - `group` is the [`GroupInner`] whose completion the thread completes at its exit, or null:
 ///   the thread holds a reference on this module, and gives it back at its exit.
 /// - `orphan` is null, or (set with a null `group` by a drop of the thread's group that ran on
 ///   this thread) that group, now owned by the thread, which frees it before it leaves.
 /// - A thread with a group is on that group's member list (linked through `next`, with its
-///   `task`) from before it is woken until it leaves the list after its body; the block is
-///   freed only after that. While it is on the list, `group` and `next` are read and written
-///   under the group's lock only.
+///   `task`) from before it is woken until it leaves the list after its body (or, if it never
+///   ran, until the reaper takes it off); the block is freed only after that. While it is on
+///   the list, `group` and `next` are read and written under the group's lock only.
 #[repr(C)]
 struct Start {
-    run: unsafe fn(*mut Start),
-    free: unsafe fn(*mut Start),
+    run: unsafe fn(*mut Head),
     group: *const GroupInner,
     orphan: *mut GroupInner,
     task: *const bindings::task_struct,
-    next: *mut Start,
+    next: *mut Head,
 }
 
-/// A detached thread's memory: owned by the thread, which frees it once its body returned.
-#[pin_data]
+/// The part of every block that does not depend on the body: the thread's header (first, as
+/// the registry and the reaper know it), then what detached threads and groups need.
 #[repr(C)]
-struct Block<F> {
-    start: Start,
+#[pin_data]
+struct Head {
     #[pin]
-    control: Control,
+    header: Header,
+    start: Start,
+}
+
+/// A detached thread's memory: owned by the thread, which frees it once its body returned
+/// (or by the reaper, if it claimed the thread first).
+#[repr(C)]
+#[pin_data]
+struct Block<F> {
+    #[pin]
+    head: Head,
     body: Cell<Option<F>>,
+}
+
+impl<F> Block<F> {
+    const OPS: ThreadOps = ThreadOps {
+        release: reap_release::<F>,
+    };
 }
 
 /// The C `threadfn` of every detached thread: run the body, then leave without returning into
@@ -76,29 +92,37 @@ struct Block<F> {
 ///
 /// # Safety
 ///
-/// `data` is the [`Start`] of a [`Block`] made by [`spawn_block`] for this thread, which now
-/// owns it.
+/// `data` is the [`Head`] of a [`Block`] made by [`spawn_block`] for this thread, which now
+/// owns it (unless the reaper claims it).
 unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
-    let start = data.cast::<Start>();
+    let head = data.cast::<Head>();
+    // SAFETY: By the function's safety requirement the block is alive; from here on its end is
+    // this thread's to do (the reaper, if it claims the thread, sees that it started).
+    unsafe { (*head).header.set_flags(STARTED) };
     // SAFETY: By the function's safety requirement and the invariant of `Start`, `run` is
     // `run::<F>` for this thread's `Block<F>`.
-    unsafe { ((*start).run)(start) };
+    unsafe { ((*head).start.run)(head) };
     // SAFETY: The block is alive (freed below). Only a drop of the group that runs on this very
     // thread writes `group` (see `ThreadGroup::drop`), before this read or, from an interrupt,
     // after it: then the group is not freed but handed to this thread (`orphan`), and `leave`
     // reads `group` again under the group's lock.
-    let group = unsafe { ptr::read_volatile(&raw const (*start).group) };
+    let group = unsafe { ptr::read_volatile(&raw const (*head).start.group) };
     let group = if group.is_null() {
         group
     } else {
         // SAFETY: A group lives until it has counted a completion of each of its threads, and
         // this thread has not completed yet; or it is this thread's orphan (see above).
-        unsafe { (*group).leave(start) }
+        unsafe { (*group).leave(head) }
     };
     // SAFETY: The block is alive; `orphan` was set, if at all, with `group` (read above).
-    let orphan = unsafe { (*start).orphan };
-    // SAFETY: Off any list now; by the invariant of `Start`, `free` is `free::<F>`.
-    unsafe { ((*start).free)(start) };
+    let orphan = unsafe { (*head).start.orphan };
+    let module = sys::this_module();
+    // SAFETY: The block is alive, and off any group list now.
+    if unsafe { (*head).header.claim_and_unlink() } {
+        // SAFETY: Claimed: the block is this thread's to free (by the invariant of `Header`,
+        // the reaper frees it otherwise, once this thread has exited).
+        unsafe { free_block(head) };
+    }
     if !orphan.is_null() {
         // SAFETY: By the invariant of `Start`, this thread owns the group now; its other
         // threads have completed (the drop waited for them), and this one has left its list.
@@ -108,7 +132,7 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
         // SAFETY: By the invariant of `Start`, this thread holds a reference on this module,
         // and this is its one release. `__module_put_and_kthread_exit()` is kernel code that
         // never returns, so no code of this module runs after the reference is gone.
-        unsafe { bindings::__module_put_and_kthread_exit(crate::THIS_MODULE.as_ptr(), 0) }
+        unsafe { bindings::__module_put_and_kthread_exit(module, 0) }
     } else {
         // SAFETY: A group is freed only after it has counted one completion for each thread it
         // spawned (the invariant of `ThreadGroup`), and this is this thread's one. The C
@@ -124,29 +148,59 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
 ///
 /// # Safety
 ///
-/// `start` is the `start` of a `Block<F>` made by [`spawn_block`], owned by the current thread.
-unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(start: *mut Start) {
-    let block = start.cast::<Block<F>>();
-    // SAFETY: `Block` is `repr(C)` with `start` first, so `block` is the thread's block, alive
-    // until `free`. Only `control` and `body` are borrowed: the group's list and a drop of the
-    // group write fields of `start` by raw pointer meanwhile.
-    let (control, body) = unsafe { (&(*block).control, &(*block).body) };
-    // SAFETY: `current` is the kthread whose control block is `control`.
-    let ctx = unsafe { Context::new(control) };
+/// `head` is the `head` of a `Block<F>` made by [`spawn_block`], owned by the current thread.
+unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(head: *mut Head) {
+    let block = head.cast::<Block<F>>();
+    // SAFETY: `Block` is `repr(C)` with `head` first, so `block` is the thread's block, alive
+    // until it is freed. Only the header and `body` are borrowed: the group's list and a drop
+    // of the group write fields of `start` by raw pointer meanwhile.
+    let (header, body) = unsafe { (&(*block).head.header, &(*block).body) };
+    // SAFETY: `current` is the kthread whose header is `header`.
+    let ctx = unsafe { Context::new(header) };
     if let Some(f) = body.take() {
         f(&ctx);
     }
     ctx.end_leaked_guards();
 }
 
-/// Free a `Block<F>`.
+/// Free the block that starts with `head` (the `free::<F>` behind its ops).
 ///
 /// # Safety
 ///
-/// As for [`run`]; the block is on no list and not used afterwards.
-unsafe fn free<F>(start: *mut Start) {
-    // SAFETY: The block came from `KBox::into_raw` in `spawn_block`, and the thread owns it.
-    drop(unsafe { KBox::from_raw(start.cast::<Block<F>>()) });
+/// `head` is the head of a block, on no list, not used afterwards, whose owner is the caller.
+unsafe fn free_block(head: *mut Head) {
+    // SAFETY: By the function's safety requirement; `release` of a block's ops is
+    // `reap_release::<F>`, which frees a started block only.
+    unsafe { ((*head).header.ops().release)(NonNull::new_unchecked(head.cast())) };
+}
+
+/// The `release` of a block's [`ThreadOps`]: free a `Block<F>`, after doing, for a thread that
+/// never ran (the reaper stopped it before its first run, H2), what its end would have done:
+/// leave its group and complete it, or give back its module reference.
+///
+/// # Safety
+///
+/// `h` is the header of a `Block<F>` from `spawn_block`, whose thread has exited or is the
+/// current one (about to leave); the caller owns it (claimed it).
+unsafe fn reap_release<F>(h: NonNull<Header>) {
+    let head = h.as_ptr().cast::<Head>();
+    // SAFETY: By the function's safety requirement the block is alive.
+    if unsafe { (*head).header.flags() } & STARTED == 0 {
+        // SAFETY: The thread never ran, so no one else touches `start` but its group's lock.
+        let group = unsafe { (*head).start.group };
+        if group.is_null() {
+            // SAFETY: The module reference that `spawn_detached` took for the thread.
+            unsafe { sys::this_module_put() };
+        } else {
+            // SAFETY: The group is alive: it waits for this thread's completion, given here.
+            unsafe {
+                (*group).leave(head);
+                bindings::complete(Opaque::cast_into(&raw const (*group).done));
+            }
+        }
+    }
+    // SAFETY: The block came from `KBox::into_raw` in `spawn_block`, and the caller owns it.
+    drop(unsafe { KBox::from_raw(head.cast::<Block<F>>()) });
 }
 
 /// Create and wake a detached thread that leaves as `group` says (see [`Start`]); a group
@@ -155,27 +209,29 @@ fn spawn_block<F>(name: fmt::Arguments<'_>, f: F, group: *const GroupInner) -> R
 where
     F: FnOnce(&Context<'_>) + Send + 'static,
 {
-    // INVARIANT: `run::<F>`/`free::<F>` for this `Block<F>`; `group` as the caller says; it
-    // goes on the group's list below, before the thread is woken.
+    kernel::task::might_sleep();
+    // INVARIANT: `run::<F>` for this `Block<F>`; `group` as the caller says; it goes on the
+    // group's list below, before the thread is woken.
     let block = KBox::pin_init(
         pin_init!(Block::<F> {
-            start: Start {
-                run: run::<F>,
-                free: free::<F>,
-                group,
-                orphan: ptr::null_mut(),
-                task: ptr::null(),
-                next: ptr::null_mut(),
-            },
-            control <- Control::new(),
+            head <- pin_init!(Head {
+                header <- Header::new(&Block::<F>::OPS, SELF_OWNED),
+                start: Start {
+                    run: run::<F>,
+                    group,
+                    orphan: ptr::null_mut(),
+                    task: ptr::null(),
+                    next: ptr::null_mut(),
+                },
+            }),
             body: Cell::new(Some(f)),
         }),
         GFP_KERNEL,
     )?;
-    // SAFETY: The block is never moved: the thread frees it where it is.
+    // SAFETY: The block is never moved: the thread (or the reaper) frees it where it is.
     let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(block) });
     let task = with_name(name, |name| {
-        // SAFETY: `detached_main` accepts `raw` (its `Start` is first), which the thread owns
+        // SAFETY: `detached_main` accepts `raw` (its `Head` is first), which the thread owns
         // once it runs. The name goes through "%s", never as the format.
         from_err_ptr(unsafe {
             bindings::kthread_create_on_node(
@@ -189,18 +245,28 @@ where
     });
     match task {
         Ok(task) => {
-            // The thread runs `detached_main` once woken: only `kthread_stop()` could keep it
-            // from it, and the task is never published to anyone who could call that. (A body
-            // that ends the task without returning, `do_exit()`, would leave its block on the
-            // list and its completion owed: the group's drop would then wait forever.)
+            // The thread runs `detached_main` once woken, unless the reaper stops it first
+            // (then the reaper does its end). (A body that ends the task without returning,
+            // `do_exit()`, would leave its block on the list and its completion owed: the
+            // group's drop would then wait forever.)
             if !group.is_null() {
                 // SAFETY: The caller's group is alive (borrowed by `ThreadGroup::spawn`), and
                 // the block is not shared yet.
                 unsafe { (*group).join(raw.cast(), task) };
             }
-            // SAFETY: The new thread cannot exit before it is woken, so `task` is alive. From
-            // here the thread owns the block; no reference to the task is kept.
-            unsafe { bindings::wake_up_process(task) };
+            // SAFETY: A new kthread is alive until it is woken and exits; the reference taken
+            // here keeps it until the wake-up below, even if the reaper claims it meanwhile.
+            unsafe { bindings::get_task_struct(task) };
+            // SAFETY: `task` is not woken yet and runs on `raw`, which stays in place until
+            // whoever claims the entry frees it; the reference above, then the running thread
+            // itself, keep the task alive while the entry is linked.
+            unsafe { (*raw).head.header.register(task) };
+            // SAFETY: `task` is alive (the reference above). From here the thread owns the
+            // block; no reference to the task is kept.
+            unsafe {
+                bindings::wake_up_process(task);
+                bindings::put_task_struct(task);
+            }
             Ok(())
         }
         Err(e) => {
@@ -221,6 +287,10 @@ where
 /// `EBUSY` unless this module is live: a module whose `init` fails is freed whatever
 /// references it has, so a detached thread cannot be started before `init` has returned.
 ///
+/// # Context
+///
+/// May sleep.
+///
 /// # Examples
 ///
 /// ```ignore
@@ -237,6 +307,7 @@ pub fn spawn_detached<F>(name: fmt::Arguments<'_>, f: F) -> Result
 where
     F: FnOnce(&Context<'_>) + Send + 'static,
 {
+    kernel::task::might_sleep();
     sys::this_module_get()?;
     spawn_block(name, f, ptr::null()).inspect_err(|_| {
         // SAFETY: The reference taken above, which no thread took over. The caller is running
@@ -246,7 +317,7 @@ where
 }
 
 /// The head of a group's member list (see [`Start`]).
-struct Members(*mut Start);
+struct Members(*mut Head);
 
 // SAFETY: The list is only touched under the group's lock; its blocks belong to live threads.
 unsafe impl Send for Members {}
@@ -273,14 +344,14 @@ impl GroupInner {
     /// # Safety
     ///
     /// `start` is the unshared block of `task`, a thread of this group.
-    unsafe fn join(&self, start: *mut Start, task: *mut bindings::task_struct) {
-        let mut head = self.members.lock();
+    unsafe fn join(&self, head: *mut Head, task: *mut bindings::task_struct) {
+        let mut members = self.members.lock();
         // SAFETY: By the function's safety requirement; the list is locked.
         unsafe {
-            (*start).task = task;
-            (*start).next = head.0;
+            (*head).start.task = task;
+            (*head).start.next = members.0;
         }
-        head.0 = start;
+        members.0 = head;
     }
 
     /// Take the current thread, whose block starts with `start`, off the list, and say how it
@@ -290,29 +361,29 @@ impl GroupInner {
     /// # Safety
     ///
     /// `start` is the block of the current thread, a thread of this group, after its body.
-    unsafe fn leave(&self, start: *mut Start) -> *const GroupInner {
-        let mut head = self.members.lock();
+    unsafe fn leave(&self, head: *mut Head) -> *const GroupInner {
+        let mut members = self.members.lock();
         // SAFETY: The list is locked; `start` is alive (its thread frees it after this).
-        let group = unsafe { (*start).group };
+        let group = unsafe { (*head).start.group };
         if !group.is_null() {
             // SAFETY: As above; a thread whose `group` is still set is on the list.
-            unsafe { unlink(&mut head.0, start) };
+            unsafe { unlink(&mut members.0, head) };
         }
         group
     }
 
     /// The block of the current thread, if it is on this group's list.
-    fn find_current(head: &Members) -> Option<*mut Start> {
+    fn find_current(members: &Members) -> Option<*mut Head> {
         let current = Task::current_raw().cast_const();
-        let mut p = head.0;
+        let mut p = members.0;
         while !p.is_null() {
             // SAFETY: Blocks on the list are alive (their thread frees them only after leaving
             // it), and the caller holds the lock.
             unsafe {
-                if ptr::eq((*p).task, current) {
+                if ptr::eq((*p).start.task, current) {
                     return Some(p);
                 }
-                p = (*p).next;
+                p = (*p).start.next;
             }
         }
         None
@@ -324,14 +395,14 @@ impl GroupInner {
 /// # Safety
 ///
 /// The list's lock is held, and `start` is on it.
-unsafe fn unlink(head: &mut *mut Start, start: *mut Start) {
-    let mut link: *mut *mut Start = head;
+unsafe fn unlink(first: &mut *mut Head, head: *mut Head) {
+    let mut link: *mut *mut Head = first;
     // SAFETY: Every block on the locked list is alive; `start` is on it, so the walk ends.
     unsafe {
-        while *link != start {
-            link = &raw mut (**link).next;
+        while *link != head {
+            link = &raw mut (**link).start.next;
         }
-        *link = (*start).next;
+        *link = (*head).start.next;
     }
 }
 
@@ -349,7 +420,7 @@ unsafe fn unlink(head: &mut *mut Start, start: *mut Start) {
 /// cannot wait for that thread: it waits for the others, and that thread then leaves as a
 /// [`spawn_detached`] thread does, holding a module reference taken at the drop. If the module
 /// is being unloaded, no reference can be had: the group is then leaked, so that its threads
-/// still complete into it, and nothing waits for them, as with `mem::forget`.
+/// still complete into it, and the unload stops them (H21), as with `mem::forget`.
 ///
 /// Drop and [`ThreadGroup::wait`] sleep: call them in task context only (`might_sleep()`
 /// reports other uses). From an interrupt they can deadlock, but they touch no freed memory.
@@ -382,7 +453,12 @@ pub struct ThreadGroup {
 
 impl ThreadGroup {
     /// An empty group.
+    ///
+    /// # Context
+    ///
+    /// May sleep (`GFP_KERNEL`).
     pub fn new() -> Result<Self> {
+        kernel::task::might_sleep();
         let inner = KBox::pin_init(
             pin_init!(GroupInner {
                 done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
@@ -401,10 +477,15 @@ impl ThreadGroup {
     }
 
     /// Start a thread named `name` that runs `f` in the group.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     pub fn spawn<F>(&self, name: fmt::Arguments<'_>, f: F) -> Result
     where
         F: FnOnce(&Context<'_>) + Send + 'static,
     {
+        kernel::task::might_sleep();
         let inner: *const GroupInner = &**self.inner;
         spawn_block(name, f, inner)?;
         // INVARIANT: One more thread whose completion is owed. It may have completed already:
@@ -414,6 +495,10 @@ impl ThreadGroup {
     }
 
     /// How many threads spawned in the group have not been waited for.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
@@ -421,7 +506,12 @@ impl ThreadGroup {
     /// Wait until every thread spawned in the group so far has ended.
     ///
     /// `EDEADLK` if called by one of the group's threads, which would wait for itself.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     pub fn wait(&mut self) -> Result {
+        kernel::task::might_sleep();
         if GroupInner::find_current(&self.inner.members.lock()).is_some() {
             return Err(sys::edeadlk());
         }
@@ -466,7 +556,7 @@ impl Drop for ThreadGroup {
         // SAFETY: `me` is on the locked list, so its block is alive.
         unsafe {
             unlink(&mut members.0, me);
-            (*me).group = ptr::null();
+            (*me).start.group = ptr::null();
         }
         drop(members);
         self.wait_for(n - 1);
@@ -478,6 +568,6 @@ impl Drop for ThreadGroup {
         // SAFETY: `me` is the current thread, which runs none of its own code while this drop
         // runs (in its body, or in an interrupt on it), so it has not freed its block: it
         // frees it only after reading `orphan`, in `detached_main`.
-        unsafe { (*me).orphan = inner };
+        unsafe { (*me).start.orphan = inner };
     }
 }

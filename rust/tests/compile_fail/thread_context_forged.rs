@@ -1,4 +1,4 @@
-// expect: cannot construct `thread::Context
+// expect: with struct literal syntax due to private fields
 // H3: a context token cannot be made outside the thread trampoline: there is no constructor
 // and its fields are private.
 use crate::kthread_rs::thread;
@@ -6,7 +6,7 @@ use crate::kthread_rs::thread;
 #[allow(dead_code)]
 fn misuse() -> bool {
     let ctx = thread::Context {
-        control: todo!(),
+        header: todo!(),
         _not_send: core::marker::PhantomData,
     };
     ctx.should_stop()

@@ -47,9 +47,9 @@ static int t_write(void)
 	return 0;
 }
 
-/* The kthread has our mm while the guard lives, and no mm once it is dropped (it writes
- * nothing: after the drop the CPU may still hold our page tables lazily, so a user copy could
- * still land; the guard's scope is the rule). */
+/* The kthread has our mm inside with_mm's closure, and no mm after it (it writes nothing:
+ * after the closure the CPU may still hold our page tables lazily, so a user copy could still
+ * land; the closure's scope is the rule). */
 static int t_write_after_drop(void)
 {
 	word = 7;
@@ -58,7 +58,7 @@ static int t_write_after_drop(void)
 	return 0;
 }
 
-/* A second use while one is active is EBUSY, and the first still works. */
+/* A second, nested with_mm is EBUSY, and the first still works. */
 static int t_nested(void)
 {
 	word = 0;
@@ -88,7 +88,7 @@ static int t_exited_process(void)
 
 static const struct ktap_case cases[] = {
 	{ "kthread_writes_into_lent_mm", t_write },
-	{ "guard_drop_ends_use_mm", t_write_after_drop },
+	{ "use_mm_ends_with_the_closure", t_write_after_drop },
 	{ "nested_use_mm_refused", t_nested },
 	{ "mm_of_exited_process_stays_valid", t_exited_process },
 };

@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Delayed work on a kthread_worker: a work item with its timer (`kthread_delayed_work`).
+//!
+//! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
+
+use super::{hand_over, init_work, owner_of, unbind, Inner, Worker, WorkerRef};
+use core::{ops::Deref, ptr};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::{
+        atomic::{ordering, Atomic},
+        Arc, LockClassKey,
+    },
+    time::{msecs_to_jiffies, Delta},
+    types::Opaque,
+};
+
+/// What a queued delayed item does when the worker runs it; see [`WorkItem`](super::WorkItem).
+pub trait DelayedWorkItem: Send + Sync + Sized + 'static {
+    /// Run on the worker's thread, once per successful queue (and once per queueing
+    /// [`Worker::mod_delayed`]), with the reference that the queue held.
+    fn run(work: Arc<DelayedWork<Self>>, worker: &WorkerRef<'_>);
+}
+
+impl Worker {
+    /// Run `work` after `delay` from now, whether it is pending or not (the C
+    /// `kthread_mod_delayed_work()`). Returns whether it was pending before. `EBUSY` while
+    /// another queue, modify or cancel of the same delayed work runs (see
+    /// [`Worker::queue_delayed`]); C would ignore a modify during a cancel.
+    ///
+    /// # Context
+    ///
+    /// Any context (the timer is irq-safe, so deleting it never sleeps).
+    pub fn mod_delayed<T: DelayedWorkItem>(
+        &self,
+        work: &Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result<bool> {
+        let inner = &*self.inner;
+        Inner::bind(inner, &work.owner)?;
+        if !try_begin_queue(work.op()) {
+            return Err(EBUSY);
+        }
+        // The reference for a new queue entry must exist before C can run the work: with a
+        // zero delay, the worker may run it before `kthread_mod_delayed_work()` returns.
+        let p = Arc::into_raw(work.clone());
+        let r = inner.enter(|| {
+            // SAFETY: `work` is bound to this live worker, and initialised (`DelayedWork`'s
+            // invariant). First let a timer callback that already runs finish as usual (see
+            // `cancel_delayed`). Then, when C returns false it queued an idle work, whose entry
+            // takes the reference `p`; when true, the entry that existed stays, `p` unused.
+            unsafe {
+                bindings::timer_delete_sync(&raw mut (*work.dwork_ptr()).timer);
+                bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
+            }
+        });
+        end_op(work.op());
+        if !matches!(r, Ok(false)) {
+            // SAFETY: Not taken by a new queue entry: `p` is still ours. The caller's `work`
+            // is another reference, so this is never the item's last.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+        r
+    }
+
+    /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
+    /// `kthread_cancel_delayed_work_sync()`); see [`Worker::cancel_sync`].
+    ///
+    /// A queue or modify of the same delayed work from another thread meanwhile gets `EBUSY`
+    /// (so that C never sees its timer fire during the cancel, when it would drop the entry
+    /// unseen); a second cancel waits for this one.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
+        kernel::task::might_sleep();
+        self.cancel_with(work, &work.owner, || {
+            begin_cancel(work.op());
+            // SAFETY: `work` is bound to this live worker (checked by `cancel_with`), and
+            // initialised (type invariant).
+            let r = unsafe { cancel_delayed(work.dwork_ptr()) };
+            end_op(work.op());
+            r
+        })
+    }
+}
+
+impl Inner {
+    /// Cancel every delayed work whose timer is still pending (they are on the C worker's
+    /// `delayed_work_list`), dropping the queue's reference of each. For the teardown, once
+    /// the worker is closed.
+    pub(super) fn cancel_all_delayed(&self) {
+        let raw = self.raw();
+        loop {
+            // SAFETY: `raw` is live; its lock protects `delayed_work_list`.
+            unsafe { bindings::_raw_spin_lock_irq(&raw mut (*raw).lock) };
+            // SAFETY: Under the lock, the list is stable.
+            let head = unsafe { &raw mut (*raw).delayed_work_list };
+            // SAFETY: As above.
+            let first = unsafe { (*head).next };
+            let header = if ptr::eq(first, head) {
+                None
+            } else {
+                // SAFETY: Every item on this worker is ours, and a delayed one starts with a
+                // `DelayedHeader` whose `dwork.work.node` is this list node.
+                let h = unsafe { kernel::container_of!(first, DelayedHeader, dwork.work.node) };
+                // SAFETY: The entry is pending, so its queue reference keeps it alive while
+                // the lock is held; take a reference of our own for after the unlock.
+                unsafe { ((*h).acquire)(h) };
+                Some(h)
+            };
+            // SAFETY: Locked above.
+            unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
+            let Some(h) = header else { break };
+            // SAFETY: `h` is alive (our reference).
+            let op = unsafe { op_cell(h) };
+            begin_cancel(op);
+            // SAFETY: `h` is alive (our reference), initialised, and bound to this worker.
+            let was_pending = unsafe { cancel_delayed(&raw mut (*h).dwork) };
+            end_op(op);
+            if was_pending {
+                // SAFETY: The cancelled entry's queue reference is now ours.
+                unsafe { ((*h).release)(h) };
+            }
+            // SAFETY: Our own reference, taken above.
+            unsafe { ((*h).release)(h) };
+        }
+    }
+}
+
+/// `kthread_cancel_delayed_work_sync()`, made to report every pending entry it removes.
+///
+/// C cancels the timer with `work->canceling` raised; a timer callback that was already running
+/// then drops the work from its list without queueing it, and the cancel reports "not pending":
+/// the entry's queue reference would leak. Deleting the timer first, with nothing raised, lets
+/// such a callback finish as usual (the work moves to the work list), so C's cancel sees the
+/// entry. A second canceller (or a queue or
+/// modify) of the same work never runs meanwhile: see [`op_cell`].
+///
+/// # Safety
+///
+/// `dwork` is an initialised delayed work bound to a live worker.
+unsafe fn cancel_delayed(dwork: *mut bindings::kthread_delayed_work) -> bool {
+    // SAFETY: By the function's safety requirement; the timer is initialised. Deleting a
+    // pending timer leaves the work on the delayed list, where the C cancel below finds it.
+    unsafe {
+        bindings::timer_delete_sync(&raw mut (*dwork).timer);
+        bindings::kthread_cancel_delayed_work_sync(dwork)
+    }
+}
+
+fn jiffies(d: Delta) -> c_ulong {
+    msecs_to_jiffies(u32::try_from(d.as_millis().max(0)).unwrap_or(u32::MAX))
+}
+
+/// Queue `work` after `delay` on `inner` (see [`Worker::queue_delayed`]): a reference of its
+/// own goes to the queue entry, so the caller's reference keeps the item alive through the
+/// call, and no last reference is ever dropped here (the caller may be an interrupt).
+pub(super) fn queue_delayed<T: DelayedWorkItem>(
+    inner: &Arc<Inner>,
+    work: &Arc<DelayedWork<T>>,
+    delay: Delta,
+) -> Result {
+    Inner::bind(inner, &work.owner)?;
+    if !try_begin_queue(work.op()) {
+        return Err(EBUSY);
+    }
+    let dwork = work.dwork_ptr();
+    // SAFETY: `dwork` is initialised and bound to this live worker; the timer was set up by
+    // `DelayedWork::new` as the C macro does.
+    let r = hand_over(inner, work.clone(), || unsafe {
+        bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
+    });
+    end_op(work.op());
+    // A reference that comes back is never the last: the caller holds `work`.
+    r.map_err(|(e, _mine)| e)
+}
+
+/// The start of every [`DelayedWork`]: the C delayed work and type-erased reference counting,
+/// so that a worker's drop can cancel its pending delayed works whatever their type.
+#[repr(C)]
+struct DelayedHeader {
+    dwork: bindings::kthread_delayed_work,
+    acquire: unsafe fn(*mut DelayedHeader),
+    release: unsafe fn(*mut DelayedHeader),
+    /// Which of our operations on this delayed work runs: `OP_IDLE`, `OP_QUEUE` (a queue or a
+    /// modify) or `OP_CANCEL`. One at a time; see [`op_cell`].
+    op: Atomic<u32>,
+}
+
+const OP_IDLE: u32 = 0;
+const OP_QUEUE: u32 = 1;
+const OP_CANCEL: u32 = 2;
+
+/// The operation state of the delayed work whose header is `h`.
+///
+/// C raises `canceling` while it cancels the timer with the worker unlocked, and a timer that
+/// fires then drops its work silently (`kthread_delayed_work_timer_fn()`): the queue entry's
+/// reference would leak. Our cancel and modify first delete the timer with nothing raised, so
+/// the timer can fire in C's window only if another thread arms it again in between. One
+/// operation at a time per delayed work rules that out: a queue or modify that finds another
+/// operation running returns `EBUSY` at once (it may run in interrupt context, and a cancel may
+/// be waiting for the work that queues), and a cancel waits for its turn.
+///
+/// # Safety
+///
+/// `h` is the header of a live `DelayedWork`.
+unsafe fn op_cell<'a>(h: *mut DelayedHeader) -> &'a Atomic<u32> {
+    // SAFETY: By the function's safety requirement; only the atomic field is borrowed, never
+    // the C part that C writes.
+    unsafe { &(*h).op }
+}
+
+/// Start a queue or modify: `false` if another operation on the work runs.
+fn try_begin_queue(op: &Atomic<u32>) -> bool {
+    op.cmpxchg(OP_IDLE, OP_QUEUE, ordering::Acquire).is_ok()
+}
+
+/// Start a cancel, sleeping until no other operation on the work runs.
+fn begin_cancel(op: &Atomic<u32>) {
+    while op.cmpxchg(OP_IDLE, OP_CANCEL, ordering::Acquire).is_err() {
+        // A queue or modify ends within microseconds; another cancel may wait for a work.
+        kernel::time::delay::fsleep(Delta::from_micros(50));
+    }
+}
+
+fn end_op(op: &Atomic<u32>) {
+    op.store(OP_IDLE, ordering::Release);
+}
+
+/// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
+/// in one reference-counted allocation. Make it with
+/// [`new_delayed_work!`](crate::new_delayed_work) (one timer lock class per call site, as the
+/// C `kthread_init_delayed_work()` does: H13).
+///
+/// Dereferences to the data.
+///
+/// # Invariants
+///
+/// As for [`Work`](super::Work); `dwork` starts with a `DelayedHeader` whose timer runs
+/// `kthread_delayed_work_timer_fn()` with `TIMER_IRQSAFE`.
+#[repr(C)]
+#[pin_data(PinnedDrop)]
+pub struct DelayedWork<T> {
+    #[pin]
+    dwork: Opaque<DelayedHeader>,
+    owner: Atomic<*mut Inner>,
+    #[pin]
+    data: T,
+}
+
+// SAFETY: As for `Work`.
+unsafe impl<T: Send + Sync> Send for DelayedWork<T> {}
+// SAFETY: As for `Work`.
+unsafe impl<T: Send + Sync> Sync for DelayedWork<T> {}
+
+/// Make a [`DelayedWork`] holding `data`, with a timer lock class of this call site.
+///
+/// # Examples
+///
+/// ```ignore
+/// use kernel::{sync::Arc, time::Delta};
+/// use kthread_rs::worker::{DelayedWork, DelayedWorkItem, Worker, WorkerRef};
+///
+/// // A watchdog that fires unless it is pushed back in time.
+/// struct Watchdog;
+///
+/// impl DelayedWorkItem for Watchdog {
+///     fn run(_work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+///         pr_warn!("mydrv: watchdog expired\n");
+///     }
+/// }
+///
+/// let worker = Worker::create(fmt!("mydrv-wd"))?;
+/// let wd = crate::new_delayed_work!(Watchdog)?;
+/// worker.queue_delayed(&wd, Delta::from_secs(5))?;
+/// worker.mod_delayed(&wd, Delta::from_secs(5))?; // pet it
+/// worker.cancel_delayed_sync(&wd)?; // done: it will not fire
+/// # Ok::<(), Error>(())
+/// ```
+#[macro_export]
+macro_rules! new_delayed_work {
+    ($data:expr $(,)?) => {
+        $crate::kthread_rs::worker::DelayedWork::new(
+            $data,
+            ::kernel::c_str!(::core::concat!(::core::file!(), ":", ::core::line!())),
+            ::kernel::static_lock_class!(),
+        )
+    };
+}
+
+impl<T: DelayedWorkItem> DelayedWork<T> {
+    /// A new delayed work holding `data`; prefer [`new_delayed_work!`](crate::new_delayed_work),
+    /// which gives the timer a lock class and name of the call site.
+    ///
+    /// # Context
+    ///
+    /// May sleep (`GFP_KERNEL`).
+    pub fn new(
+        data: impl PinInit<T>,
+        name: &'static CStr,
+        key: Pin<&'static LockClassKey>,
+    ) -> Result<Arc<Self>> {
+        kernel::task::might_sleep();
+        // INVARIANT: The header is set up here as the type requires.
+        Arc::pin_init(
+            pin_init!(Self {
+                dwork <- Opaque::ffi_init(|slot: *mut DelayedHeader| {
+                    // SAFETY: `slot` is valid for writes and pinned in the `Arc`. The timer is
+                    // set up as `kthread_init_delayed_work()` does, with the caller's key.
+                    unsafe {
+                        init_work(&raw mut (*slot).dwork.work, Some(delayed_work_fn::<T>));
+                        bindings::timer_init_key(
+                            &raw mut (*slot).dwork.timer,
+                            Some(bindings::kthread_delayed_work_timer_fn),
+                            bindings::TIMER_IRQSAFE,
+                            name.as_char_ptr(),
+                            key.as_ptr(),
+                        );
+                        (&raw mut (*slot).acquire).write(acquire::<T>);
+                        (&raw mut (*slot).release).write(release::<T>);
+                        (&raw mut (*slot).op).write(Atomic::new(OP_IDLE));
+                    }
+                }),
+                owner: Atomic::new(ptr::null_mut()),
+                data <- data,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl<T> DelayedWork<T> {
+    fn dwork_ptr(&self) -> *mut bindings::kthread_delayed_work {
+        // `dwork` is the first field of `DelayedHeader` (`repr(C)`).
+        self.dwork.get().cast()
+    }
+
+    fn op(&self) -> &Atomic<u32> {
+        // SAFETY: `self` is live and starts with its header.
+        unsafe { op_cell(self.dwork.get()) }
+    }
+}
+
+impl<T> Deref for DelayedWork<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+#[pinned_drop]
+impl<T> PinnedDrop for DelayedWork<T> {
+    fn drop(self: Pin<&mut Self>) {
+        unbind(&self.owner);
+    }
+}
+
+/// Take a reference to the `DelayedWork<T>` that starts with `h`.
+///
+/// # Safety
+///
+/// `h` is the header of a live `DelayedWork<T>` inside an `Arc`.
+unsafe fn acquire<T>(h: *mut DelayedHeader) {
+    // `DelayedWork` is `repr(C)` with the header first, so the pointers are the same.
+    // SAFETY: By the function's safety requirement; the clone is kept by leaking it.
+    let work = core::mem::ManuallyDrop::new(unsafe { Arc::from_raw(h.cast::<DelayedWork<T>>()) });
+    let _ = Arc::into_raw(Arc::clone(&work));
+}
+
+/// Drop a reference to the `DelayedWork<T>` that starts with `h`.
+///
+/// # Safety
+///
+/// `h` is the header of a `DelayedWork<T>`, and the caller owns one reference to it.
+unsafe fn release<T>(h: *mut DelayedHeader) {
+    // SAFETY: By the function's safety requirement.
+    drop(unsafe { Arc::from_raw(h.cast::<DelayedWork<T>>()) });
+}
+
+/// The C `func` of every [`DelayedWork<T>`].
+///
+/// # Safety
+///
+/// As for [`work_fn`].
+unsafe extern "C" fn delayed_work_fn<T: DelayedWorkItem>(w: *mut bindings::kthread_work) {
+    // `work` is the first field of `kthread_delayed_work`, itself first in the `repr(C)`
+    // header and item.
+    // SAFETY: As in `work_fn`.
+    let work = unsafe { Arc::from_raw(w.cast_const().cast::<DelayedWork<T>>()) };
+    let inner = owner_of(&work.owner);
+    T::run(work, &WorkerRef { inner: &inner });
+}

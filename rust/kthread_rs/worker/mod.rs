@@ -1,0 +1,747 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kthread_worker: one kernel thread that runs queued work items in order.
+//!
+//! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
+//!
+//! A [`Worker`] owns its thread. Work items are reference counted ([`Work`], [`DelayedWork`]):
+//! queueing hands one reference to the worker, which gives it back to the item's
+//! [`WorkItem::run`] (or drops it, when the item is cancelled before it runs). An item is bound
+//! to the first worker that it is queued on. Every operation goes through `&Worker`, so none can
+//! outlive it, and dropping the worker first refuses new work, then cancels the pending delayed
+//! work, runs the pending work, and stops the thread.
+//!
+//! A worker dropped by one of its own works (which cannot wait for itself) is torn down by a
+//! thread of its own (H20); a forgotten worker is torn down when the module is unloaded (H21).
+//!
+//! # Examples
+//!
+//! ```ignore
+//! use core::sync::atomic::{AtomicU32, Ordering};
+//! use kernel::sync::Arc;
+//! use kthread_rs::worker::{Work, WorkItem, Worker, WorkerRef};
+//!
+//! struct Counter(AtomicU32);
+//!
+//! impl WorkItem for Counter {
+//!     fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
+//!         work.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! let worker = Worker::create(fmt!("mydrv-worker"))?;
+//! let work = Work::new(Counter(AtomicU32::new(0)))?;
+//! worker.queue(work.clone()).map_err(|(e, _work)| e)?;
+//! worker.flush(&work)?;
+//! assert_eq!(work.0.load(Ordering::Relaxed), 1);
+//! // The one-line form: a closure, run once.
+//! worker.queue_fn(|| pr_info!("ran on the worker\n"))?;
+//! # Ok::<(), Error>(())
+//! ```
+
+use super::{
+    registry::{self, Entry, EntryOps, Kind},
+    sys,
+    thread::{self, NUMA_NO_NODE},
+};
+use core::{
+    mem::ManuallyDrop,
+    ops::Deref,
+    ptr::{self, NonNull},
+};
+use kernel::{
+    bindings,
+    cpu::CpuId,
+    error::from_err_ptr,
+    fmt,
+    prelude::*,
+    str::CString,
+    sync::{
+        aref::ARef,
+        atomic::{ordering, Atomic},
+        Arc, Completion,
+    },
+    task::Task,
+    time::Delta,
+    types::Opaque,
+};
+
+mod delayed;
+pub use delayed::{DelayedWork, DelayedWorkItem};
+
+/// What a queued item does when the worker runs it.
+pub trait WorkItem: Send + Sync + Sized + 'static {
+    /// Run on the worker's thread, once per successful queue, with the reference that the queue
+    /// held. `worker` can queue work (this item too) on the same worker.
+    fn run(work: Arc<Work<Self>>, worker: &WorkerRef<'_>);
+}
+
+/// The worker's own state, shared with the works it runs.
+///
+/// # Invariants
+///
+/// - `entry` is first (`repr(C)`), linked in the registry from [`Worker::start`] until the
+///   worker's teardown claims it: its drop (or a thread its drop handed it to), or the reaper.
+/// - `raw` is a worker made by `kthread_create_worker_on_*()` and woken, owned by `Inner` (freed
+///   with it), whose thread is `task`; the claimer stops the thread ([`Inner::teardown`]).
+///   `Inner` lives on (in an `Arc`) while an item is bound to it, so that its address
+///   identifies its worker exactly.
+/// - `gate`: bit 0 is set once the worker is closing; the rest counts the operations in flight
+///   (in units of 2). Every operation on `raw` enters the gate first; once the bit is set and
+///   the count is zero, nothing touches `raw`'s queues any more but the teardown.
+/// - `done` is completed once the reaper has torn the worker down; `reaper_frees` is set when a
+///   drop left the teardown to the reaper, which then gives up the handle's reference.
+#[repr(C)]
+#[pin_data(PinnedDrop)]
+struct Inner {
+    entry: Entry,
+    raw: NonNull<bindings::kthread_worker>,
+    task: ARef<Task>,
+    gate: Atomic<usize>,
+    reaper_frees: Atomic<bool>,
+    #[pin]
+    done: Completion,
+}
+
+// SAFETY: The C worker is made for concurrent use (its own lock); the rest is atomic or
+// thread-safe.
+unsafe impl Send for Inner {}
+// SAFETY: As for `Send`.
+unsafe impl Sync for Inner {}
+
+const CLOSING: usize = 1;
+const IN_FLIGHT: usize = 2;
+
+/// How the reaper ends a worker.
+static WORKER_ENTRY: EntryOps = EntryOps {
+    kind: Kind::Worker,
+    prepare: prepare_nothing,
+    reap: reap_worker,
+};
+
+impl Inner {
+    fn raw(&self) -> *mut bindings::kthread_worker {
+        self.raw.as_ptr()
+    }
+
+    /// Is the caller the worker's own thread (a work that it runs)?
+    fn on_worker(&self) -> bool {
+        ptr::eq(self.task.as_ptr(), Task::current_raw())
+    }
+
+    /// Bind `owner` (an item's) to this worker, or check that it is bound to it (H10). The
+    /// item then holds a reference to `this`, so that the address is never reused by another
+    /// worker while the item exists.
+    fn bind(this: &Arc<Inner>, owner: &Atomic<*mut Inner>) -> Result {
+        let me = Arc::as_ptr(this).cast_mut();
+        if owner.load(ordering::Acquire) == me {
+            return Ok(());
+        }
+        let mine = Arc::into_raw(this.clone()).cast_mut();
+        match owner.cmpxchg(ptr::null_mut(), mine, ordering::Full) {
+            Ok(_) => Ok(()),
+            Err(other) => {
+                // SAFETY: `mine` came from `Arc::into_raw` above and was not stored.
+                drop(unsafe { Arc::from_raw(mine) });
+                if other == me {
+                    Ok(())
+                } else {
+                    // The C code would WARN: a kthread_work must not be used with two workers.
+                    Err(EINVAL)
+                }
+            }
+        }
+    }
+
+    /// Is `owner` bound to this worker (`Ok(true)`), to none yet (`Ok(false)`), or to another
+    /// worker (`EINVAL`, H10)?
+    fn owns(&self, owner: &Atomic<*mut Inner>) -> Result<bool> {
+        let p = owner.load(ordering::Acquire);
+        if ptr::eq(p, self) {
+            Ok(true)
+        } else if p.is_null() {
+            Ok(false)
+        } else {
+            Err(EINVAL)
+        }
+    }
+
+    /// Run `f` (an operation on `raw`) unless the worker is closing; `ESHUTDOWN` if it is.
+    /// Lock-free, so that queueing works in any context, as in C.
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        if self.gate.fetch_add(IN_FLIGHT, ordering::Full) & CLOSING != 0 {
+            self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
+            return Err(sys::eshutdown());
+        }
+        let r = f();
+        self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
+        Ok(r)
+    }
+
+    /// Refuse new operations, and wait until those in flight are done.
+    fn close(&self) {
+        let mut old = self.gate.load(ordering::Relaxed);
+        while let Err(now) = self.gate.cmpxchg(old, old | CLOSING, ordering::Full) {
+            old = now;
+        }
+        while self.gate.load(ordering::Acquire) & !CLOSING != 0 {
+            kernel::time::delay::fsleep(Delta::from_micros(10));
+        }
+    }
+
+    /// End the worker, whose entry the caller claimed: refuse new work, cancel the pending
+    /// delayed work, run the pending work, and stop the thread (the C
+    /// `kthread_destroy_worker()`, but for the `kfree()`: `raw` lives as long as `self`, so a
+    /// handle that is still used afterwards finds its queues closed, not freed).
+    ///
+    /// # Safety
+    ///
+    /// The caller claimed the entry; called once, not on the worker's thread.
+    unsafe fn teardown(&self) {
+        // INVARIANT: From here on nothing is queued: an operation gets `ESHUTDOWN`.
+        self.close();
+        self.cancel_all_delayed();
+        // SAFETY: The worker is live and nothing can be queued; flushing runs the works that
+        // are still pending, so that each gets its reference back. Then its thread stops (the
+        // claim makes this the one stop; `task` is our reference).
+        unsafe {
+            bindings::kthread_flush_worker(self.raw());
+            bindings::kthread_stop(self.task.as_ptr());
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Inner {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: The worker's thread has stopped (its claimer tore it down before the last
+        // reference could go), and nothing refers to `raw` any more.
+        unsafe { bindings::kfree(self.raw().cast()) };
+    }
+}
+
+/// `prepare` of a worker's entry: nothing (the worker is kept by its owner, who waits for
+/// `done`, or by the claim itself).
+///
+/// # Safety
+///
+/// Called by the reaper with a claimed entry of this kind; it does nothing.
+unsafe fn prepare_nothing(_e: NonNull<Entry>) {}
+
+/// `reap` of a worker's entry.
+///
+/// # Safety
+///
+/// `e` is the entry of an `Inner`, claimed by the reaper.
+unsafe fn reap_worker(e: NonNull<Entry>) {
+    // `entry` is the first field of the `repr(C)` `Inner`.
+    let inner = e.as_ptr().cast_const().cast::<Inner>();
+    // SAFETY: The claim keeps it alive: its owner waits for `done`, or left it to the reaper
+    // with its reference.
+    let this = unsafe { &*inner };
+    // SAFETY: Claimed by the reaper; the reaper is not a worker's thread.
+    unsafe { this.teardown() };
+    registry::unlink(&this.entry);
+    if this.reaper_frees.load(ordering::Acquire) {
+        // SAFETY: The handle's reference, which its drop left to the reaper.
+        drop(unsafe { Arc::from_raw(inner) });
+    } else {
+        this.done.complete_all();
+    }
+}
+
+/// Drop the reference to its worker's `Inner` that a bound item holds.
+fn unbind(owner: &Atomic<*mut Inner>) {
+    let p = owner.xchg(ptr::null_mut(), ordering::Full);
+    if !p.is_null() {
+        // SAFETY: A non-null owner came from `Arc::into_raw` in `Inner::bind`.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// A worker as seen by the works it runs: lets a work queue more work on its own worker.
+pub struct WorkerRef<'a> {
+    inner: &'a Arc<Inner>,
+}
+
+impl WorkerRef<'_> {
+    /// Queue `work` on this worker; see [`Worker::queue`].
+    ///
+    /// # Context
+    ///
+    /// Any context.
+    pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+        queue(self.inner, work)
+    }
+
+    /// Queue `work` after `delay`; see [`Worker::queue_delayed`].
+    ///
+    /// # Context
+    ///
+    /// Any context.
+    pub fn queue_delayed<T: DelayedWorkItem>(
+        &self,
+        work: &Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result {
+        delayed::queue_delayed(self.inner, work, delay)
+    }
+}
+
+/// An owned kthread_worker. Dropping it refuses new work, cancels the pending delayed work,
+/// runs the pending work, then stops the worker's thread (never the WARN of
+/// `kthread_destroy_worker()` about pending delayed work, H9).
+///
+/// A worker dropped by one of its own works cannot wait for itself: its teardown is handed to a
+/// thread of its own (H20), or, if none can be started, to the module's unload. A forgotten
+/// worker is torn down at the module's unload (H21).
+///
+/// # Invariants
+///
+/// `inner` is a pinned, live allocation of which this handle owns one reference, given up only
+/// by `Drop`.
+pub struct Worker {
+    inner: ManuallyDrop<Arc<Inner>>,
+}
+
+impl Worker {
+    /// Create and start a worker whose thread is named `name`, on any CPU and node.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn create(name: fmt::Arguments<'_>) -> Result<Self> {
+        kernel::task::might_sleep();
+        Self::create_on_node(NUMA_NO_NODE, false, name)
+    }
+
+    /// Create and start a worker on NUMA `node` ([`NUMA_NO_NODE`]: any), freezable if asked
+    /// (`KTW_FREEZABLE`: it freezes during suspend). `EINVAL` if `node` is not online.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn create_on_node(node: i32, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+        kernel::task::might_sleep();
+        thread::check_node(node)?;
+        let name = CString::try_from_fmt(name)?;
+        // SAFETY: The name goes through "%s", never as the format; `node` was checked.
+        let raw = unsafe {
+            bindings::kthread_create_worker_on_node(
+                flags(freezable),
+                node,
+                c"%s".as_char_ptr(),
+                name.as_char_ptr(),
+            )
+        };
+        Self::start(raw)
+    }
+
+    /// Create and start a worker whose thread is bound to `cpu`, freezable if asked. `EINVAL`
+    /// unless `cpu` is a possible CPU.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn create_on_cpu(cpu: CpuId, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+        kernel::task::might_sleep();
+        thread::check_possible(cpu)?;
+        let name = CString::try_from_fmt(name)?;
+        let fmt = thread::escape_percent(&name)?;
+        // SAFETY: `cpu` is a possible CPU (checked above); `fmt` is NUL-terminated, without
+        // conversions (every '%' of the name is escaped).
+        let raw = unsafe {
+            bindings::kthread_create_worker_on_cpu(
+                cpu.as_u32() as c_int,
+                flags(freezable),
+                fmt.as_ptr().cast(),
+            )
+        };
+        Self::start(raw)
+    }
+
+    fn start(raw: *mut bindings::kthread_worker) -> Result<Self> {
+        let raw = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
+        // SAFETY: `raw` was just made, with its thread; `Task` is transparent over
+        // `task_struct`, and `ARef::from` takes a reference of its own.
+        let task = ARef::from(unsafe { &*(*raw.as_ptr()).task.cast::<Task>() });
+        let inner = Arc::pin_init(
+            pin_init!(Inner {
+                entry: Entry::new(sys::this_module(), &WORKER_ENTRY),
+                raw,
+                task,
+                gate: Atomic::new(0),
+                reaper_frees: Atomic::new(false),
+                done <- Completion::new(),
+            }),
+            GFP_KERNEL,
+        );
+        let inner = match inner {
+            Ok(inner) => inner,
+            Err(e) => {
+                // SAFETY: `raw` is a worker that was never woken and has no work.
+                unsafe { bindings::kthread_destroy_worker(raw.as_ptr()) };
+                return Err(e);
+            }
+        };
+        // SAFETY: `raw` was just made; 7.2 does not wake a new worker's thread.
+        unsafe { bindings::wake_up_process((*raw.as_ptr()).task) };
+        // SAFETY: `inner` stays in place (in the `Arc`) until its entry is claimed: the handle
+        // made below keeps its reference until then.
+        unsafe { registry::link(NonNull::from(&inner.entry), Arc::as_ptr(&inner) as usize) };
+        // INVARIANT: `raw` is woken and owned by `inner`, of which the handle owns a reference.
+        Ok(Worker {
+            inner: ManuallyDrop::new(inner),
+        })
+    }
+
+    /// The worker's thread.
+    ///
+    /// # Context
+    ///
+    /// Any context.
+    pub fn task(&self) -> &Task {
+        &self.inner.task
+    }
+
+    /// Queue `work` (the C `kthread_queue_work()`): the reference moves to the worker, which
+    /// hands it to [`WorkItem::run`].
+    ///
+    /// On error, the reference comes back with the reason: `EBUSY` if the work is pending
+    /// already (H12), `EINVAL` if it is bound to another worker (H10), `ESHUTDOWN` once the
+    /// worker is being torn down.
+    ///
+    /// # Context
+    ///
+    /// Any context (it never sleeps, as in C).
+    pub fn queue<T: WorkItem>(&self, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+        queue(&self.inner, work)
+    }
+
+    /// Queue `work` to run after `delay` (the C `kthread_queue_delayed_work()`). The worker's
+    /// queue takes a reference of its own; the caller keeps `work`, so the item's last
+    /// reference is never dropped here. Errors as for [`Worker::queue`]; `EBUSY` also while
+    /// another queue, modify or cancel of the same delayed work runs on another thread (C
+    /// refuses a queue during a cancel too): one operation at a time per delayed work keeps C
+    /// from dropping a queue entry unseen.
+    ///
+    /// # Context
+    ///
+    /// Any context.
+    pub fn queue_delayed<T: DelayedWorkItem>(
+        &self,
+        work: &Arc<DelayedWork<T>>,
+        delay: Delta,
+    ) -> Result {
+        delayed::queue_delayed(&self.inner, work, delay)
+    }
+
+    /// Wait until `work`, if pending or running, has run (the C `kthread_flush_work()`).
+    ///
+    /// `EDEADLK` from a work running on this worker (H11); `EINVAL` if `work` is bound to
+    /// another worker (H10). An item never queued has nothing to wait for.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn flush<T: WorkItem>(&self, work: &Work<T>) -> Result {
+        kernel::task::might_sleep();
+        self.refuse_own_thread()?;
+        if !self.inner.owns(&work.owner)? {
+            return Ok(());
+        }
+        // A worker torn down has run or cancelled every work: nothing to wait for.
+        let _ = self.inner.enter(|| {
+            // SAFETY: `work` is initialised and bound to this worker, whose queues are open.
+            unsafe { bindings::kthread_flush_work(work.work.get()) }
+        });
+        Ok(())
+    }
+
+    /// Wait until every work queued so far has run (the C `kthread_flush_worker()`).
+    ///
+    /// `EDEADLK` from a work running on this worker (H11).
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn flush_all(&self) -> Result {
+        kernel::task::might_sleep();
+        self.refuse_own_thread()?;
+        // A worker torn down has no work left (and no thread to run a flush).
+        let _ = self.inner.enter(|| {
+            // SAFETY: The worker is live, its queues open; the caller is not its thread.
+            unsafe { bindings::kthread_flush_worker(self.inner.raw()) }
+        });
+        Ok(())
+    }
+
+    /// Cancel `work` and wait until it is not running (the C `kthread_cancel_work_sync()`).
+    /// Returns whether it was pending: its queue reference is then dropped, [`WorkItem::run`]
+    /// will not see it.
+    ///
+    /// `EDEADLK` from a work running on this worker (H11); `EINVAL` if `work` is bound to
+    /// another worker (H10).
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub fn cancel_sync<T: WorkItem>(&self, work: &Work<T>) -> Result<bool> {
+        kernel::task::might_sleep();
+        // SAFETY: Called only once `work` is known to be bound to this live worker; it is
+        // initialised (type invariant).
+        self.cancel_with(work, &work.owner, || unsafe {
+            bindings::kthread_cancel_work_sync(work.work.get())
+        })
+    }
+
+    /// The shared part of the cancels: refuse the worker's own thread and items of other
+    /// workers, and drop the reference of the queue entry that `cancel` (a C cancel that
+    /// returns whether the work was pending) removed.
+    fn cancel_with<W>(
+        &self,
+        work: &W,
+        owner: &Atomic<*mut Inner>,
+        cancel: impl FnOnce() -> bool,
+    ) -> Result<bool> {
+        kernel::task::might_sleep();
+        self.refuse_own_thread()?;
+        if !self.inner.owns(owner)? {
+            return Ok(false);
+        }
+        // A worker torn down has nothing pending: its teardown ran or cancelled it all.
+        let was_pending = self.inner.enter(cancel).unwrap_or(false);
+        if was_pending {
+            // SAFETY: The cancelled queue entry held a reference from `Arc::into_raw` of the
+            // item `work` is, which is now ours; the caller's reference keeps the item alive.
+            drop(unsafe { Arc::from_raw(ptr::from_ref(work)) });
+        }
+        Ok(was_pending)
+    }
+
+    /// Queue a closure that runs once on the worker: the one-line form of a work item.
+    ///
+    /// # Context
+    ///
+    /// May sleep (the item is allocated with `GFP_KERNEL`); see [`Worker::queue`] for the
+    /// form that never sleeps.
+    pub fn queue_fn(&self, f: impl FnOnce() + Send + 'static) -> Result {
+        kernel::task::might_sleep();
+        let item = Work::new(FnWork(core::cell::UnsafeCell::new(Some(f))))?;
+        self.queue(item).map_err(|(e, _)| e)
+    }
+
+    fn refuse_own_thread(&self) -> Result {
+        if self.inner.on_worker() {
+            return Err(sys::edeadlk());
+        }
+        Ok(())
+    }
+}
+
+impl Deref for Worker {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        self.task()
+    }
+}
+
+/// End a worker whose handle (its reference `inner`) was dropped by a task that may wait:
+/// claim it and tear it down, or wait for the reaper that claimed it first.
+fn teardown_owned(inner: Arc<Inner>) {
+    if registry::claim(&inner.entry) {
+        // SAFETY: Claimed just now; the caller is not the worker's thread.
+        unsafe { inner.teardown() };
+        registry::unlink(&inner.entry);
+    } else {
+        inner.done.wait_for_completion();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SAFETY: Taken once, here; not used afterwards.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        if !inner.on_worker() {
+            kernel::task::might_sleep();
+            teardown_owned(inner);
+            return;
+        }
+        // Dropped by one of its own works, which the teardown would wait for. Refuse new work
+        // now, and hand the teardown to a thread of its own (H20).
+        let mut old = inner.gate.load(ordering::Relaxed);
+        while let Err(now) = inner.gate.cmpxchg(old, old | CLOSING, ordering::Full) {
+            old = now;
+        }
+        let theirs = inner.clone();
+        let handed = thread::spawn_detached(fmt!("{}-teardown", inner.task.pid()), move |_ctx| {
+            teardown_owned(theirs);
+        });
+        if handed.is_err() {
+            // No thread (the module is not live, or no memory): the module's unload tears the
+            // worker down, with this reference.
+            inner.reaper_frees.store(true, ordering::Release);
+            let _ = Arc::into_raw(inner);
+            pr_warn!("kthread_rs: a worker dropped by its own work; the module's unload ends it\n");
+        }
+    }
+}
+
+fn flags(freezable: bool) -> c_uint {
+    if freezable {
+        bindings::KTW_FREEZABLE
+    } else {
+        0
+    }
+}
+
+fn queue<T: WorkItem>(inner: &Arc<Inner>, work: Arc<Work<T>>) -> Result<(), (Error, Arc<Work<T>>)> {
+    if let Err(e) = Inner::bind(inner, &work.owner) {
+        return Err((e, work));
+    }
+    let raw_work = work.work.get();
+    // SAFETY: `raw_work` is initialised and bound to this live worker.
+    hand_over(inner, work, || unsafe {
+        bindings::kthread_queue_work(inner.raw(), raw_work)
+    })
+}
+
+/// Hand one reference of `work` to a queue entry made by `call` (a C queueing function that
+/// returns whether it queued): the reference is the entry's, which its run takes back; if
+/// nothing was queued (`EBUSY`: pending already; or the worker is closing) it comes back.
+///
+/// `call` uses a raw pointer taken before: once queued, the item may run and be freed before
+/// `call` returns, so no reference to it may live across the call.
+fn hand_over<W>(
+    inner: &Inner,
+    work: Arc<W>,
+    call: impl FnOnce() -> bool,
+) -> Result<(), (Error, Arc<W>)> {
+    let p = Arc::into_raw(work);
+    match inner.enter(call) {
+        Ok(true) => Ok(()),
+        // SAFETY: Not queued: `p` is still ours.
+        Ok(false) => Err((EBUSY, unsafe { Arc::from_raw(p) })),
+        // SAFETY: As above.
+        Err(e) => Err((e, unsafe { Arc::from_raw(p) })),
+    }
+}
+
+/// A work item: a `kthread_work` and the item's data, in one reference-counted allocation.
+///
+/// Dereferences to the data.
+///
+/// # Invariants
+///
+/// - `work` is initialised with `func` = `work_fn::<T>`, and `self` is inside an `Arc`.
+/// - Each pending queue entry of `work` holds one reference from `Arc::into_raw`.
+/// - `owner` is null until the first queue, then the worker the item is bound to.
+#[pin_data(PinnedDrop)]
+pub struct Work<T> {
+    #[pin]
+    work: Opaque<bindings::kthread_work>,
+    owner: Atomic<*mut Inner>,
+    #[pin]
+    data: T,
+}
+
+// SAFETY: The C work is only touched under its worker's lock; `T` is `Send + Sync`.
+unsafe impl<T: Send + Sync> Send for Work<T> {}
+// SAFETY: As for `Send`.
+unsafe impl<T: Send + Sync> Sync for Work<T> {}
+
+impl<T: WorkItem> Work<T> {
+    /// A new work item holding `data` (a value, or a pin-initialiser for data that must not
+    /// move, such as a `Completion`), not queued anywhere yet.
+    ///
+    /// # Context
+    ///
+    /// May sleep (`GFP_KERNEL`).
+    pub fn new(data: impl PinInit<T>) -> Result<Arc<Self>> {
+        kernel::task::might_sleep();
+        // INVARIANT: `work` gets `work_fn::<T>`; the `Arc` holds the item.
+        Arc::pin_init(
+            pin_init!(Self {
+                work <- Opaque::ffi_init(|slot: *mut bindings::kthread_work| {
+                    // SAFETY: `slot` is valid for writes and pinned in the `Arc`.
+                    unsafe { init_work(slot, Some(work_fn::<T>)) }
+                }),
+                owner: Atomic::new(ptr::null_mut()),
+                data <- data,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl<T> Deref for Work<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+#[pinned_drop]
+impl<T> PinnedDrop for Work<T> {
+    fn drop(self: Pin<&mut Self>) {
+        unbind(&self.owner);
+    }
+}
+
+/// `kthread_init_work()`: zero the work, an empty list node, and `func`.
+///
+/// # Safety
+///
+/// `w` is valid for writes and does not move afterwards.
+unsafe fn init_work(
+    w: *mut bindings::kthread_work,
+    func: Option<unsafe extern "C" fn(*mut bindings::kthread_work)>,
+) {
+    // SAFETY: By the function's safety requirement.
+    unsafe {
+        ptr::write_bytes(w, 0, 1);
+        bindings::INIT_LIST_HEAD(&raw mut (*w).node);
+        (*w).func = func;
+    }
+}
+
+/// The C `func` of every [`Work<T>`].
+///
+/// # Safety
+///
+/// Called by the worker with a `kthread_work` of a pending `Work<T>`.
+unsafe extern "C" fn work_fn<T: WorkItem>(w: *mut bindings::kthread_work) {
+    // SAFETY: `w` is the `work` field of a `Work<T>` (the function's safety requirement);
+    // `Opaque` is transparent.
+    let item =
+        unsafe { kernel::container_of!(w.cast::<Opaque<bindings::kthread_work>>(), Work<T>, work) };
+    // SAFETY: The queue entry that the worker just took held this reference (invariant).
+    let work = unsafe { Arc::from_raw(item.cast_const()) };
+    let inner = owner_of(&work.owner);
+    T::run(work, &WorkerRef { inner: &inner });
+}
+
+/// The `Arc<Inner>` of the worker that an item (being run by it) is bound to.
+fn owner_of(owner: &Atomic<*mut Inner>) -> Arc<Inner> {
+    let p = owner.load(ordering::Acquire);
+    // SAFETY: A queued item is bound (`owner` non-null, from `Arc::into_raw`), and stays bound
+    // while it exists; the item is alive (the run's reference). Take a new reference.
+    let borrowed = ManuallyDrop::new(unsafe { Arc::from_raw(p) });
+    Arc::clone(&borrowed)
+}
+
+/// The closure of [`Worker::queue_fn`], taken by its one run.
+struct FnWork<F>(core::cell::UnsafeCell<Option<F>>);
+
+// SAFETY: The closure is only taken, by the single run of its one-shot work item; `F: Send`.
+unsafe impl<F: Send> Sync for FnWork<F> {}
+
+impl<F: FnOnce() + Send + 'static> WorkItem for FnWork<F> {
+    fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
+        // SAFETY: A `queue_fn` item is queued once and never shared, so this run is the only
+        // access to the closure.
+        if let Some(f) = unsafe { (*work.0.get()).take() } {
+            f();
+        }
+    }
+}

@@ -44,47 +44,10 @@ for name in $loaded; do
 		echo "user program $name exited with $?" >> "$out/errors"
 done
 
-# Unload while self-ending threads still finish (H7): detached threads hold module references,
-# so rmmod is refused until they have ended; a ThreadGroup in the module's data makes rmmod
-# wait for its threads instead (rust/tests/kthread_rs_unload.rs).
-unload_ko=$(dirname "$0")/../rust/tests/kthread_rs_unload.ko
-if [ -e "$unload_ko" ]; then
-	refcnt() { cat /sys/module/kthread_rs_unload/refcnt 2>/dev/null || echo gone; }
-	{
-		echo "KTAP version 1"
-		echo "1..5"
-		echo "kthread-rs: unload test, detached" > /dev/kmsg
-		insmod "$unload_ko" mode=1 threads=3 hold_ms=3000
-		for _ in $(seq 100); do [ "$(refcnt)" = 3 ] && break; sleep 0.05; done
-		held=$(refcnt)
-		[ "$held" = 3 ] && r=ok || r="not ok"
-		echo "$r 1 detached_threads_hold_module_refs # refcnt=$held"
-		if rmmod kthread_rs_unload 2> /dev/null; then r="not ok"; else r=ok; fi
-		echo "$r 2 rmmod_refused_while_detached_threads_run # refcnt=$(refcnt)"
-		for _ in $(seq 200); do [ "$(refcnt)" = 0 ] && break; sleep 0.05; done
-		left=$(refcnt)
-		if rmmod kthread_rs_unload && dmesg | tail -n 20 | grep -q 'unload: exit: 3 of 3 threads done'; then
-			r=ok
-		else
-			r="not ok"
-		fi
-		echo "$r 3 detached_threads_end_then_rmmod_succeeds # refcnt=$left"
-		echo "kthread-rs: unload test, group" > /dev/kmsg
-		insmod "$unload_ko" mode=2 threads=3 hold_ms=1500
-		held=$(refcnt)
-		[ "$held" = 0 ] && r=ok || r="not ok"
-		echo "$r 4 group_threads_hold_no_module_ref # refcnt=$held"
-		t0=$(date +%s%N)
-		rmmod kthread_rs_unload; rc=$?
-		ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-		if [ $rc = 0 ] && [ $ms -ge 1000 ] && dmesg | tail -n 20 | grep -q 'unload: exit: 3 of 3 threads done'; then
-			r=ok
-		else
-			r="not ok"
-		fi
-		echo "$r 5 rmmod_waits_for_group_threads # rc=$rc waited=${ms}ms"
-	} > "$out/ktap.guest.unload"
-fi
+# Module unload with threads that end by themselves, handles dropped on their own thread or
+# forgotten, and a failing init (H7, H20, H21), and the atomic-context probes (H22):
+# scripts/guest-unload.sh, driving rust/tests/kthread_rs_unload.ko.
+bash "$(dirname "$0")/guest-unload.sh" "$out" > "$out/ktap.guest.unload"
 
 # The stress sample, short: a 20 s run with CPU hotplug and injected failures, a run stopped
 # by rmmod in the middle, and a bad parameter refused at insmod.

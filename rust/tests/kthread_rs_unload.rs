@@ -10,16 +10,45 @@
 //!   module reference; `rmmod` drops the group, which waits for them, so `rmmod` succeeds and
 //!   returns only after every thread counted itself.
 //!
+//! - `mode=3`: a thread drops its own handle (H20), then runs on for `hold_ms` without looking
+//!   at `should_stop`: it holds a module reference meanwhile, so `rmmod` is refused until it
+//!   has freed itself and left.
+//! - `mode=4`: handles forgotten with `mem::forget` (H21): a running thread, a parked parkable
+//!   thread, a thread never started, a worker with a delayed work armed for `hold_ms`, a
+//!   per-CPU set and a thread group. `rmmod` succeeds; the module's unload stops them all (the
+//!   delayed work never runs, the per-CPU hotplug state is gone).
+//! - `mode=5`: the same leaks in an `init` that then fails: `insmod` fails, and the failed
+//!   load ends them.
+//! - `mode=6`: a worker dropped by its own work, with a delayed work armed for `hold_ms`
+//!   (H20): its teardown thread holds a module reference, so an `rmmod` right after is refused
+//!   or waits, and the delayed work never runs.
+//! - `mode=7`: calls that may sleep, made under a spinlock with arguments that fail at once
+//!   (H22): each reports "sleeping function called from invalid context" from its entry (one
+//!   report per second at most, so they are a second apart). The guest script checks the
+//!   reports, between markers that the splat check skips.
+//!
 //! At exit the module prints `kthread-rs unload: exit: N of M threads done`: a thread that
 //! still ran after that would run freed module code, which KASAN reports.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-use kernel::{prelude::*, time::Delta};
+use core::{
+    ops::ControlFlow,
+    sync::atomic::{AtomicU32, Ordering},
+};
+use kernel::{
+    new_mutex, new_spinlock,
+    prelude::*,
+    sync::{Arc, Mutex},
+    time::{delay::fsleep, Delta},
+};
 
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
 
-use kthread_rs::thread::{self, ThreadGroup};
+use kthread_rs::{
+    task_work,
+    thread::{self, PerCpuThreads, ThreadGroup},
+    worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
+};
 
 module! {
     type: Unload,
@@ -30,7 +59,7 @@ module! {
     params: {
         mode: u32 {
             default: 0,
-            description: "0: nothing, 1: detached threads, 2: a ThreadGroup",
+            description: "0: nothing, 1: detached, 2: group, 3: self-drop, 4: forget, 5: forget in a failing init, 6: worker self-drop, 7: atomic-context probes",
         },
         threads: u32 {
             default: 3,
@@ -65,7 +94,7 @@ impl kernel::Module for Unload {
         let mode = *module_parameters::mode.value();
         let threads = *module_parameters::threads.value();
         let hold_ms = *module_parameters::hold_ms.value();
-        if !(1..=16).contains(&threads) || hold_ms > 10_000 || mode > 2 {
+        if !(1..=16).contains(&threads) || hold_ms > 10_000 || mode > 7 {
             return Err(EINVAL);
         }
         let mut this = Unload {
@@ -103,6 +132,23 @@ impl kernel::Module for Unload {
                 }
                 this.group = Some(group);
             }
+            3 => {
+                self_drop(hold_ms)?;
+                this.threads = 1;
+            }
+            4 => {
+                leak_everything(hold_ms)?;
+                this.threads = 1;
+            }
+            5 => {
+                leak_everything(hold_ms)?;
+                pr_info!("kthread-rs unload: init fails after leaking handles\n");
+                return Err(ENODEV);
+            }
+            6 => {
+                worker_self_drop(hold_ms)?;
+            }
+            7 => atomic_probes(),
             _ => {}
         }
         pr_info!(
@@ -126,4 +172,143 @@ impl Drop for Unload {
             self.threads
         );
     }
+}
+
+/// Mode 3: a thread drops its own handle, then runs on for `hold_ms` (not looking at
+/// `should_stop`), then counts itself done.
+fn self_drop(hold_ms: u32) -> Result {
+    let slot: Arc<Mutex<Option<thread::Thread<()>>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
+    let sl = slot.clone();
+    let t = thread::spawn(fmt!("krs-unload-self"), move |ctx| {
+        let me = loop {
+            if let Some(me) = sl.lock().take() {
+                break me;
+            }
+            ctx.sleep(Delta::from_millis(1));
+        };
+        drop(me);
+        pr_info!("kthread-rs unload: a thread dropped its own handle\n");
+        for _ in 0..hold_ms {
+            fsleep(Delta::from_millis(1));
+        }
+        DONE.fetch_add(1, Ordering::SeqCst);
+        pr_info!("kthread-rs unload: the self-dropped thread is done\n");
+    })?;
+    *slot.lock() = Some(t);
+    Ok(())
+}
+
+/// Prints when the module's unload stops it: it must never run.
+struct Armed;
+
+impl DelayedWorkItem for Armed {
+    fn run(_work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+        pr_err!("kthread-rs unload: a forgotten delayed work ran\n");
+    }
+}
+
+fn percpu_step(_s: &mut u8, ctx: &thread::Context<'_>) -> ControlFlow<()> {
+    ctx.sleep(Delta::from_millis(20));
+    ControlFlow::Continue(())
+}
+
+/// Modes 4 and 5: start one of each kind of handle and forget it.
+fn leak_everything(hold_ms: u32) -> Result {
+    let t = thread::spawn(fmt!("krs-unload-fgt"), |ctx| {
+        while !ctx.should_stop() {
+            ctx.sleep(Delta::from_millis(1));
+        }
+        pr_info!("kthread-rs unload: a forgotten thread was stopped\n");
+    })?;
+    core::mem::forget(t);
+    let mut p = thread::spawn_parkable(fmt!("krs-unload-fgp"), 0u32, |n, ctx| {
+        *n += 1;
+        ctx.sleep(Delta::from_millis(1));
+        ControlFlow::Continue(())
+    })?;
+    p.park()?;
+    core::mem::forget(p);
+    core::mem::forget(thread::create(fmt!("krs-unload-fgn"), |_ctx| {
+        pr_err!("kthread-rs unload: a forgotten thread that was never started ran\n");
+    })?);
+    let w = Worker::create(fmt!("krs-unload-fgw"))?;
+    let armed = crate::new_delayed_work!(Armed)?;
+    w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
+    core::mem::forget(w);
+    core::mem::forget(PerCpuThreads::new(
+        c"krs-unload-fgc",
+        |_cpu| 0u8,
+        percpu_step,
+    )?);
+    let g = ThreadGroup::new()?;
+    g.spawn(fmt!("krs-unload-fgg"), |ctx| {
+        while !ctx.should_stop() {
+            ctx.sleep(Delta::from_millis(1));
+        }
+        pr_info!("kthread-rs unload: a forgotten group's thread was stopped\n");
+    })?;
+    core::mem::forget(g);
+    pr_info!("kthread-rs unload: six handles forgotten\n");
+    Ok(())
+}
+
+/// Takes its worker out of the module's slot and drops it.
+struct DropsWorker(Arc<Mutex<Option<Worker>>>);
+
+impl WorkItem for DropsWorker {
+    fn run(work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {
+        let w = work.0.lock().take();
+        let dropped = w.is_some();
+        drop(w);
+        if dropped {
+            pr_info!("kthread-rs unload: a worker was dropped by its own work\n");
+        }
+    }
+}
+
+/// Mode 6: a worker with an armed delayed work, dropped by its own work.
+fn worker_self_drop(hold_ms: u32) -> Result {
+    let slot: Arc<Mutex<Option<Worker>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
+    let w = Worker::create(fmt!("krs-unload-wsd"))?;
+    let armed = crate::new_delayed_work!(Armed)?;
+    w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
+    let item = Work::new(DropsWorker(slot.clone()))?;
+    *slot.lock() = Some(w);
+    if let Some(w) = &*slot.lock() {
+        w.queue(item).map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Mode 7: calls that may sleep, under a spinlock, each failing at once after its entry.
+fn atomic_probes() {
+    let Ok(lock) = KBox::pin_init(new_spinlock!(()), GFP_KERNEL) else {
+        return;
+    };
+    // A kernel thread, which `task_work::add` refuses after its entry.
+    let Ok(target) = Worker::create(fmt!("krs-atomic-w")) else {
+        return;
+    };
+    pr_info!("kthread-rs: expected splats begin\n");
+    {
+        let _g = lock.lock();
+        let r = thread::create_on_node(-5, fmt!("krs-atomic"), |_ctx| ());
+        pr_info!("kthread-rs unload: probe 1: {:?}\n", r.err());
+    }
+    fsleep(Delta::from_millis(1100));
+    {
+        let _g = lock.lock();
+        let r = Worker::create_on_node(-5, false, fmt!("krs-atomic"));
+        pr_info!("kthread-rs unload: probe 2: {:?}\n", r.err());
+    }
+    fsleep(Delta::from_millis(1100));
+    {
+        let _g = lock.lock();
+        let r = task_work::add(target.task(), task_work::Notify::Resume, || ());
+        pr_info!(
+            "kthread-rs unload: probe 3: {:?}\n",
+            r.err().map(|(e, _)| e)
+        );
+    }
+    pr_info!("kthread-rs: expected splats end\n");
 }

@@ -18,6 +18,9 @@ krs_phase "check: rustfmt and clippy"
 		echo "pass rustfmt"; else echo "unformatted(see-out/check/rustfmt.log) rustfmt"; fi
 	if bash "$KRS_ROOT/scripts/kmake.sh" CLIPPY=1 modules > "$out/clippy.log" 2>&1; then
 		echo "pass clippy"; else echo "warnings(see-out/check/clippy.log) clippy"; fi
+	# H22: every public function says its context; each that may sleep calls might_sleep().
+	if python3 "$KRS_ROOT/scripts/check-contexts.py" "$KRS_ROOT/rust/kthread_rs" > "$out/contexts.log" 2>&1; then
+		echo "pass contexts"; else echo "missing(see-out/check/contexts.log) contexts"; fi
 } > "$out/lint.results"
 
 krs_phase "check: building the modules"

@@ -15,12 +15,14 @@ rm -rf "$work"; mkdir -p "$work"
 vars=(RUSTC="$KRS_BIN/rustc" HOSTRUSTC="$KRS_BIN/rustc")
 grep -q '^CONFIG_CC_IS_CLANG=y' "$KDIR/.config" && vars+=(LLVM="$KRS_LLVM")
 
-for src in $(for d in "$@"; do ls "$d"/*.rs; done); do
+# One case: build it in its own directory; the verdict goes to $m/result, the log to $m/build.log.
+run_case() {
+	local src=$1 case expect m rc
 	case=$(basename "$src" .rs)
-	expect=$(sed -n 's|^// expect: *||p' "$src" | head -n1)
-	[ -n "$expect" ] || { echo "no-expect-line $case"; continue; }
 	m=$work/$case
 	mkdir -p "$m"
+	expect=$(sed -n 's|^// expect: *||p' "$src" | head -n1)
+	[ -n "$expect" ] || { echo "no-expect-line $case" > "$m/result"; return; }
 	echo "obj-m := cf_$case.o" > "$m/Kbuild"
 	cat > "$m/cf_$case.rs" <<EOR
 // SPDX-License-Identifier: GPL-2.0
@@ -45,7 +47,7 @@ include!("$src");
 EOR
 	make -C "$KDIR" M="$m" "${vars[@]}" modules > "$m/build.log" 2>&1
 	rc=$?
-	{ echo "=== $case (expect: $expect, exit $rc)"; grep -E '^(error|warning)|-->' "$m/build.log"; } >&2
+	{ echo "=== $case (expect: $expect, exit $rc)"; grep -E '^(error|warning)|-->' "$m/build.log"; } > "$m/summary"
 	if [ "$expect" = builds ]; then
 		if [ $rc = 0 ] && ! grep -q 'warning' "$m/build.log"; then echo "pass $case"; else echo "control-did-not-build $case"; fi
 	elif [ $rc = 0 ]; then
@@ -54,5 +56,19 @@ EOR
 		echo "pass $case"
 	else
 		echo "wrong-error $case"
-	fi
+	fi > "$m/result"
+}
+
+# Two cases at a time (each is a small kbuild run, mostly one rustc).
+jobs=${CF_JOBS:-$(nproc)}
+cases=$(for d in "$@"; do ls "$d"/*.rs; done)
+for src in $cases; do
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+	run_case "$src" &
+done
+wait
+for src in $cases; do
+	m=$work/$(basename "$src" .rs)
+	cat "$m/summary" >&2 2>/dev/null
+	cat "$m/result"
 done

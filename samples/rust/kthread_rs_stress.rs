@@ -438,6 +438,13 @@ fn with_injected_failure<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Does failslab fail a `GFP_KERNEL` allocation when asked through `current->fail_nth`? Only
+/// with `CONFIG_FAILSLAB` and `/sys/kernel/debug/failslab/ignore-gfp-wait` set to `N` (the
+/// guest scripts set it; its default ignores sleeping allocations).
+fn failslab_fails_sleeping_allocations() -> bool {
+    with_injected_failure(|| KBox::new(0u64, GFP_KERNEL)).is_err()
+}
+
 /// Count a stopped or joined thread's outcome.
 fn account<T>(exit: Result<Exit<T>>) {
     match exit {
@@ -977,8 +984,16 @@ fn stop_all(threads: &mut KVec<Thread<()>>) {
     }
 }
 
-fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
+fn run(ctx: &thread::Context<'_>, mut p: Params) -> Result {
     let start = now();
+    if p.fail_every != 0 && !failslab_fails_sleeping_allocations() {
+        pr_warn!(
+            "kthread-rs stress: injected failures are off: failslab does not fail GFP_KERNEL \
+             allocations here (it needs CONFIG_FAILSLAB and \
+             `echo N > /sys/kernel/debug/failslab/ignore-gfp-wait`)\n"
+        );
+        p.fail_every = 0;
+    }
     let mut threads = KVec::new();
     for i in 0..p.nthreads as usize {
         threads.push(churn(i, p)?, GFP_KERNEL)?;
@@ -1017,6 +1032,7 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
     );
     let interval = Delta::from_secs(i64::from(p.stat_interval));
     let mut stopped_early = false;
+    let mut intervals = 0u32;
     loop {
         let elapsed = start.elapsed().as_nanos() / 1_000_000_000;
         if p.duration != 0 && elapsed >= i64::from(p.duration) {
@@ -1033,6 +1049,7 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
         }
         let t = start.elapsed().as_nanos() / 1_000_000_000;
         STATS.print(fmt!("t={}s", t), p.nthreads);
+        intervals += 1;
     }
     ENDING.store(true, Relaxed);
     stop_all(&mut threads);
@@ -1066,17 +1083,23 @@ fn run(ctx: &thread::Context<'_>, p: Params) -> Result {
         }
     );
     STATS.print(fmt!("final"), p.nthreads);
-    verdict(ntargets, &p);
+    verdict(ntargets, &p, intervals);
     Ok(())
 }
 
-fn verdict(ntargets: usize, p: &Params) {
+fn verdict(ntargets: usize, p: &Params, intervals: u32) {
     let g = |a: &AtomicU64| a.load(Relaxed);
     let mut failures = 0;
     let mut fail = |why: fmt::Arguments<'_>| {
         failures += 1;
         pr_err!("kthread-rs stress: FAIL: {}\n", why);
     };
+    if intervals == 0 {
+        fail(fmt!(
+            "the run ended before its first statistics interval ({} s): too short to tell",
+            p.stat_interval
+        ));
+    }
     let spawned = g(&STATS.spawned);
     let reaped = g(&STATS.returned) + g(&STATS.never_ran);
     if spawned != reaped {

@@ -350,7 +350,11 @@ fn reap(module: *mut bindings::module) {
     loop {
         let mut reaped = false;
         for kind in [Kind::PerCpu, Kind::Worker, Kind::Thread] {
-            while let Some(e) = lock().claim_first(module, kind) {
+            loop {
+                // The lock is released at the end of this statement: `reap` sleeps, and locks
+                // the registry itself (in a `while let` the guard would live through the body).
+                let claimed = lock().claim_first(module, kind);
+                let Some(e) = claimed else { break };
                 // SAFETY: Claimed by this call, and prepared; the object is alive until `reap`
                 // unlinks it (the invariants of the claimers).
                 unsafe { (e.as_ref().ops.reap)(e) };

@@ -174,15 +174,28 @@ impl Drop for Unload {
     }
 }
 
+/// Is this module live (its `init` has returned)?
+fn module_is_live() -> bool {
+    // SAFETY: This module is loaded while its code runs; `state` is a plain enum that the
+    // module loader writes (read once).
+    let state = unsafe { core::ptr::read_volatile(&raw const (*THIS_MODULE.as_ptr()).state) };
+    state == kernel::bindings::module_state_MODULE_STATE_LIVE
+}
+
 /// Mode 3: a thread drops its own handle, then runs on for `hold_ms` (not looking at
 /// `should_stop`), then counts itself done.
 fn self_drop(hold_ms: u32) -> Result {
     let slot: Arc<Mutex<Option<thread::Thread<()>>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
     let sl = slot.clone();
     let t = thread::spawn(fmt!("krs-unload-self"), move |ctx| {
+        // Once the module is live: orphaned while `init` runs, the thread could take no module
+        // reference (a failing `init` frees the module whatever its count), and the unload
+        // would wait for it instead of being refused.
         let me = loop {
-            if let Some(me) = sl.lock().take() {
-                break me;
+            if module_is_live() {
+                if let Some(me) = sl.lock().take() {
+                    break me;
+                }
             }
             ctx.sleep(Delta::from_millis(1));
         };

@@ -56,9 +56,28 @@ struct InitReport {
 }
 
 impl InitReport {
+    /// Report `r`, unless something was reported already.
     fn report(&self, r: Result) {
-        *self.result.lock() = Some(r);
+        let mut result = self.result.lock();
+        if !self.reported(&result) {
+            *result = Some(r);
+        }
+        drop(result);
         self.done.complete_all();
+    }
+
+    fn reported(&self, result: &Option<Result>) -> bool {
+        result.is_some()
+    }
+}
+
+/// Owned by the new thread's body: reports `EINTR` if the body goes without reporting, as when
+/// the module's unload stopped the thread before it ran (the reaper then drops the body, H2).
+struct ReportOnDrop(Arc<InitReport>);
+
+impl Drop for ReportOnDrop {
+    fn drop(&mut self) {
+        self.0.report(Err(EINTR));
     }
 }
 
@@ -94,19 +113,19 @@ where
         }),
         GFP_KERNEL,
     )?;
-    let theirs = report.clone();
+    let theirs = ReportOnDrop(report.clone());
     let thread = thread::spawn(name, move |ctx| match init(ctx) {
         Ok(state) => {
-            theirs.report(Ok(()));
+            theirs.0.report(Ok(()));
             Some(main(state, ctx))
         }
         Err(e) => {
-            theirs.report(Err(e));
+            theirs.0.report(Err(e));
             None
         }
     })?;
-    // Nothing stops the thread before this wait ends (only `thread` could, and it is here), so
-    // its body runs, and reports.
+    // The body reports once `init` has run; if the module's unload stops the thread before it
+    // ran (only the reaper can: `thread` is here), its drop reports `EINTR`.
     report.done.wait_for_completion();
     let r = report.result.lock().take().unwrap_or(Err(EINVAL));
     match r {

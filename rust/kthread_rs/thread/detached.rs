@@ -84,8 +84,17 @@ struct Block<F> {
 impl<F> Block<F> {
     const OPS: ThreadOps = ThreadOps {
         release: reap_release::<F>,
+        // The body goes with the block, which `release` frees right after.
+        drop_body: keep_body,
     };
 }
+
+/// `drop_body` of a block: nothing, [`reap_release`] frees the block, body and all.
+///
+/// # Safety
+///
+/// None: it does nothing.
+unsafe fn keep_body(_h: NonNull<Header>) {}
 
 /// The C `threadfn` of every detached thread: run the body, then leave without returning into
 /// this module.
@@ -117,6 +126,23 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     // SAFETY: The block is alive; `orphan` was set, if at all, with `group` (read above).
     let orphan = unsafe { (*head).start.orphan };
     let module = sys::this_module();
+    // Once unlinked, the reaper no longer waits for this thread, so the module code it runs
+    // until it leaves (freeing its block) needs a module reference: a detached thread holds
+    // one (`group` null), a group thread takes one now. Only while the module is live: a
+    // module whose `init` fails is freed whatever its count, and one that is going cannot be
+    // held. Without one, the thread leaves its block to the reaper, still linked.
+    // Taken only while the module is live; given back below, by the exit.
+    let held = group.is_null() || sys::this_module_get().is_ok();
+    if !held {
+        // SAFETY: The block is alive (the reaper frees it once this thread has exited, and waits
+        // for that: it is linked). The reaper stops this thread after its exit too, which needs
+        // the task: a reference of its own, which the reaper gives back (`ZOMBIE_TASKREF`).
+        unsafe {
+            bindings::get_task_struct(Task::current_raw());
+            (*head).header.set_flags(super::header::ZOMBIE_TASKREF);
+            bindings::kthread_complete_and_exit(Opaque::cast_into(&raw const (*group).done), 0)
+        }
+    }
     // SAFETY: The block is alive, and off any group list now.
     if unsafe { (*head).header.claim_and_unlink() } {
         // SAFETY: Claimed: the block is this thread's to free (by the invariant of `Header`,
@@ -128,20 +154,17 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
         // threads have completed (the drop waited for them), and this one has left its list.
         drop(unsafe { KBox::from_raw(orphan) });
     }
-    if group.is_null() {
-        // SAFETY: By the invariant of `Start`, this thread holds a reference on this module,
-        // and this is its one release. `__module_put_and_kthread_exit()` is kernel code that
-        // never returns, so no code of this module runs after the reference is gone.
-        unsafe { bindings::__module_put_and_kthread_exit(module, 0) }
-    } else {
+    if !group.is_null() {
         // SAFETY: A group is freed only after it has counted one completion for each thread it
-        // spawned (the invariant of `ThreadGroup`), and this is this thread's one. The C
-        // function completes, then exits without returning: the waiter may free the group and
-        // unload the module as soon as the completion is seen.
-        unsafe {
-            bindings::kthread_complete_and_exit(Opaque::cast_into(&raw const (*group).done), 0)
-        }
+        // spawned (the invariant of `ThreadGroup`), and this is this thread's one. The waiter
+        // may free the group as soon as it sees it: it is not touched again. The module stays
+        // (the reference taken above).
+        unsafe { bindings::complete(Opaque::cast_into(&raw const (*group).done)) };
     }
+    // SAFETY: This thread holds a reference on this module (see above), and this is its one
+    // release. `__module_put_and_kthread_exit()` is kernel code that never returns, so no code
+    // of this module runs after the reference is gone.
+    unsafe { bindings::__module_put_and_kthread_exit(module, 0) }
 }
 
 /// Run the body of a `Block<F>`.
@@ -545,9 +568,11 @@ impl Drop for ThreadGroup {
         // Dropped by one of its own threads, `me` (on its list, so its block is alive and its
         // completion is owed: it is counted in `n`).
         pr_warn!("kthread_rs: a ThreadGroup was dropped by one of its own threads\n");
-        if sys::this_module_get_unless_going().is_err() {
+        // Only while live: a reference taken while `init` runs does not keep the module (a
+        // failing `init` frees it whatever its count).
+        if sys::this_module_get().is_err() {
             drop(members);
-            pr_warn!("kthread_rs: module unloading: the ThreadGroup is leaked, not waited for\n");
+            pr_warn!("kthread_rs: module not live: the ThreadGroup is leaked, not waited for\n");
             // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.
             return;
         }

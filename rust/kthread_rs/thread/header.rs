@@ -36,12 +36,19 @@ pub(super) const ORPHAN_MODREF: u32 = 1 << 2;
 /// A thread that owns itself from the start ([`spawn_detached`](super::spawn_detached),
 /// [`ThreadGroup`](super::ThreadGroup)).
 pub(super) const SELF_OWNED: u32 = 1 << 3;
-/// The body started (set by a self-owned thread before it calls its body).
+/// The body started (set by the thread before it takes its body): a thread that the reaper
+/// stops without it has never run (H2).
 pub(super) const STARTED: u32 = 1 << 4;
 /// The owner is in a C call that WARNs on an exiting thread (`kthread_park()`,
 /// `kthread_bind()`, `kthread_affine_preferred()`): the reaper waits for it to return before it
 /// stops the thread.
 const OWNER_CALL: u32 = 1 << 5;
+/// The thread has decided how it leaves ([`leave`]): an orphaning after this takes no module
+/// reference (nothing would give it back), and leaves the thread's memory to the reaper.
+const LEAVING: u32 = 1 << 6;
+/// A self-owned thread left its block to the reaper (it could hold no module reference), and
+/// holds a reference on its own task for the reaper's stop, which the reaper gives back.
+pub(super) const ZOMBIE_TASKREF: u32 = 1 << 7;
 
 /// What the registry's reaper needs of a thread, whatever its body.
 pub(super) struct ThreadOps {
@@ -53,6 +60,13 @@ pub(super) struct ThreadOps {
     ///
     /// The thread has exited, and the caller owns that memory (it claimed the entry).
     pub(super) release: unsafe fn(NonNull<Header>),
+    /// Drop the body of a thread that was stopped before it ran, so that what it owns goes at
+    /// once (a starter waiting for it to report, say), not only when its memory is freed.
+    ///
+    /// # Safety
+    ///
+    /// The thread has exited without taking its body, and the caller claimed the entry.
+    pub(super) drop_body: unsafe fn(NonNull<Header>),
 }
 
 /// The start of every thread's memory (`repr(C)`, first field of each allocation), shared by
@@ -272,12 +286,28 @@ impl Header {
     pub(super) fn orphan(&self) {
         // A reference on the module for the thread's way out, while one can be had (a module
         // whose `init` has not returned, or that is going away, lets the reaper end it).
-        let modref = if sys::this_module_get().is_ok() {
-            ORPHAN_MODREF
-        } else {
-            0
-        };
-        self.set_flags(ORPHAN | modref);
+        let modref = sys::this_module_get().is_ok();
+        let mut old = self.flags.load(ordering::Relaxed);
+        loop {
+            // A thread that has decided how it leaves (from an interrupt on it, after its
+            // body) would not give a reference back: it is left to the reaper.
+            let new = if old & LEAVING == 0 && modref {
+                old | ORPHAN | ORPHAN_MODREF
+            } else {
+                old | ORPHAN
+            };
+            match self.flags.cmpxchg(old, new, ordering::Full) {
+                Ok(_) => {
+                    if modref && new & ORPHAN_MODREF == 0 {
+                        // SAFETY: The reference taken above, not handed over. The caller runs
+                        // this module's code, so whatever called it keeps the module.
+                        unsafe { sys::this_module_put() };
+                    }
+                    break;
+                }
+                Err(now) => old = now,
+            }
+        }
         self.wake();
     }
 }
@@ -351,7 +381,12 @@ fn header_of(e: NonNull<Entry>) -> *const Header {
 pub(super) unsafe fn leave(h: NonNull<Header>) -> c_int {
     // SAFETY: The current thread's header is alive while it runs (invariants).
     let hdr = unsafe { h.as_ref() };
-    let flags = hdr.flags();
+    // Decide, in one atomic step with the orphaning (`Header::orphan`): orphaned by then, or
+    // left as an owned thread (an orphaning after this leaves the memory to the reaper).
+    let mut flags = hdr.flags.load(ordering::Relaxed);
+    while let Err(now) = hdr.flags.cmpxchg(flags, flags | LEAVING, ordering::Full) {
+        flags = now;
+    }
     if flags & ORPHAN == 0 {
         return 0;
     }
@@ -410,13 +445,21 @@ unsafe fn reap_thread(e: NonNull<Entry>) {
     unsafe { bindings::kthread_stop_put(task) };
     registry::unlink(&hdr.entry);
     let flags = hdr.flags();
+    if flags & STARTED == 0 {
+        // Stopped before it ran (H2): free what the body owns now, and let a joiner go on
+        // (it waits for `returned`, which only the body's end completes otherwise).
+        // SAFETY: The thread has exited without taking its body; the claim is the reaper's.
+        unsafe { (hdr.ops.drop_body)(NonNull::new_unchecked(h.cast_mut())) };
+    }
+    hdr.returned.complete_all();
     if flags & (ORPHAN | SELF_OWNED) == 0 {
         // An owned thread: its owner (if any) frees the memory once it sees the stop.
         hdr.stopped.complete_all();
         return;
     }
-    if flags & ORPHAN != 0 {
-        // SAFETY: The orphaned handle's task reference, now the claimer's.
+    if flags & (ORPHAN | ZOMBIE_TASKREF) != 0 {
+        // SAFETY: The orphaned handle's task reference, or the one a self-owned thread took
+        // for the reaper, now the claimer's.
         unsafe { bindings::put_task_struct(task) };
     }
     // SAFETY: The thread has exited; the claim owns its memory. `hdr` is not used after this.

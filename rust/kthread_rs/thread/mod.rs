@@ -62,7 +62,7 @@ mod scope;
 pub use blkcg::{BlkcgGuard, CgroupSubsysState};
 pub use context::{Context, Wake};
 pub use detached::{spawn_detached, ThreadGroup};
-use header::{begin_wait, Header, ThreadOps, FREEZABLE, ORPHAN};
+use header::{begin_wait, Header, ThreadOps, FREEZABLE, ORPHAN, STARTED};
 pub(crate) use new::{check_node, check_possible, escape_percent};
 use new::{new_thread, Place};
 pub use new::{NewThread, Parkable, Unparkable};
@@ -151,7 +151,19 @@ unsafe impl<B: Body> Sync for Shared<B> {}
 impl<B: Body> Shared<B> {
     const OPS: ThreadOps = ThreadOps {
         release: release_shared::<B>,
+        drop_body: drop_body::<B>,
     };
+}
+
+/// Drop the body of the `Shared<B>` that starts with `h` (a thread stopped before it ran).
+///
+/// # Safety
+///
+/// `h` is the header of a live `Shared<B>` whose thread has exited without taking its body.
+unsafe fn drop_body<B: Body>(h: NonNull<Header>) {
+    let shared = h.as_ptr().cast::<Shared<B>>();
+    // SAFETY: By the safety requirement, nothing else touches `body` (invariants of `Shared`).
+    drop(unsafe { (*(*shared).body.get()).take() });
 }
 
 /// Give up one `Arc` reference of the `Shared<B>` that starts with `h`.
@@ -189,6 +201,7 @@ unsafe extern "C" fn trampoline<B: Body>(data: *mut c_void) -> c_int {
         // SAFETY: By the function's safety requirement.
         let (hdr, body, result) =
             unsafe { (&(*shared).header, &(*shared).body, &(*shared).result) };
+        hdr.set_flags(STARTED);
         if hdr.flags() & FREEZABLE != 0 {
             // SAFETY: Makes `current`, this kthread, freezable; always valid on a kthread.
             unsafe { bindings::set_freezable() };
@@ -416,7 +429,9 @@ impl<T> Handle<T> {
         };
         if join {
             // A woken thread runs its body unless stopped, and only its owner (this handle)
-            // or the reaper stops it; `join` is offered on started threads only.
+            // or the reaper stops it; `join` is offered on started threads only. The body's
+            // end completes `returned`, or the reaper does if it stopped the thread before it
+            // ran.
             self.header().returned.wait_for_completion();
         }
         let mut this = ManuallyDrop::new(self);

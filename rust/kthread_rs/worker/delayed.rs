@@ -88,12 +88,48 @@ impl Worker {
     }
 }
 
+/// Delayed works that a teardown cancelled, each with one reference of the teardown's own:
+/// given up only once the teardown is over ([`Cancelled::release`]), as a work's destructor
+/// may drop this very worker or a thread that the teardown waits for (found by review: the
+/// reaper then waited for itself). Chained through the `next` of their (unused) list node.
+///
+/// # Invariants
+///
+/// Every item on the chain is a cancelled delayed work of a closed worker (so on no C list,
+/// and never queued again), with one reference owned by the chain.
+pub(super) struct Cancelled {
+    first: *mut DelayedHeader,
+}
+
+impl Cancelled {
+    /// Give up the chain's references (each may be an item's last: its destructor runs here).
+    pub(super) fn release(self) {
+        let mut h = self.first;
+        while !h.is_null() {
+            // SAFETY: By the type invariant, `h` is alive (the chain's reference) and its node is
+            // ours; the next link is read before the reference goes, and the node is made an
+            // empty list again, as the C cancel left it.
+            unsafe {
+                let node = &raw mut (*h).dwork.work.node;
+                let next = (*node).next.cast::<DelayedHeader>();
+                bindings::INIT_LIST_HEAD(node);
+                ((*h).release)(h);
+                h = next;
+            }
+        }
+    }
+}
+
 impl Inner {
     /// Cancel every delayed work whose timer is still pending (they are on the C worker's
-    /// `delayed_work_list`), dropping the queue's reference of each. For the teardown, once
-    /// the worker is closed.
-    pub(super) fn cancel_all_delayed(&self) {
+    /// `delayed_work_list`), dropping the queue's reference of each and keeping one of its own
+    /// for the caller to give up after the teardown. For the teardown, once the worker is
+    /// closed.
+    pub(super) fn cancel_all_delayed(&self) -> Cancelled {
         let raw = self.raw();
+        let mut cancelled = Cancelled {
+            first: ptr::null_mut(),
+        };
         loop {
             // SAFETY: `raw` is live; its lock protects `delayed_work_list`.
             unsafe { bindings::_raw_spin_lock_irq(&raw mut (*raw).lock) };
@@ -122,12 +158,16 @@ impl Inner {
             let was_pending = unsafe { cancel_delayed(&raw mut (*h).dwork) };
             end_op(op);
             if was_pending {
-                // SAFETY: The cancelled entry's queue reference is now ours.
+                // SAFETY: The cancelled entry's queue reference is now ours; ours, taken above,
+                // keeps the item, so this is not its last.
                 unsafe { ((*h).release)(h) };
             }
-            // SAFETY: Our own reference, taken above.
-            unsafe { ((*h).release)(h) };
+            // INVARIANT: Cancelled on a closed worker: its node is on no list and stays so.
+            // SAFETY: `h` is alive (our reference, now the chain's).
+            unsafe { (*h).dwork.work.node.next = cancelled.first.cast() };
+            cancelled.first = h;
         }
+        cancelled
     }
 }
 

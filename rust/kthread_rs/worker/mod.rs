@@ -194,13 +194,16 @@ impl Inner {
     /// `kthread_destroy_worker()`, but for the `kfree()`: `raw` lives as long as `self`, so a
     /// handle that is still used afterwards finds its queues closed, not freed).
     ///
+    /// The delayed works it cancelled come back with a reference each, for the caller to give
+    /// up once the teardown is over (after unlinking the entry, and completing `done`).
+    ///
     /// # Safety
     ///
     /// The caller claimed the entry; called once, not on the worker's thread.
-    unsafe fn teardown(&self) {
+    unsafe fn teardown(&self) -> delayed::Cancelled {
         // INVARIANT: From here on nothing is queued: an operation gets `ESHUTDOWN`.
         self.close();
-        self.cancel_all_delayed();
+        let cancelled = self.cancel_all_delayed();
         // SAFETY: The worker is live and nothing can be queued; flushing runs the works that
         // are still pending, so that each gets its reference back. Then its thread stops (the
         // claim makes this the one stop; `task` is our reference).
@@ -208,6 +211,7 @@ impl Inner {
             bindings::kthread_flush_worker(self.raw());
             bindings::kthread_stop(self.task.as_ptr());
         }
+        cancelled
     }
 }
 
@@ -240,7 +244,7 @@ unsafe fn reap_worker(e: NonNull<Entry>) {
     // with its reference.
     let this = unsafe { &*inner };
     // SAFETY: Claimed by the reaper; the reaper is not a worker's thread.
-    unsafe { this.teardown() };
+    let cancelled = unsafe { this.teardown() };
     registry::unlink(&this.entry);
     if this.reaper_frees.load(ordering::Acquire) {
         // SAFETY: The handle's reference, which its drop left to the reaper.
@@ -248,6 +252,9 @@ unsafe fn reap_worker(e: NonNull<Entry>) {
     } else {
         this.done.complete_all();
     }
+    // Only now: a cancelled work's destructor may drop this worker's handle (which then finds
+    // `done` complete) or a thread that holds it.
+    cancelled.release();
 }
 
 /// Drop the reference to its worker's `Inner` that a bound item holds.
@@ -551,8 +558,9 @@ impl Deref for Worker {
 fn teardown_owned(inner: Arc<Inner>) {
     if registry::claim(&inner.entry) {
         // SAFETY: Claimed just now; the caller is not the worker's thread.
-        unsafe { inner.teardown() };
+        let cancelled = unsafe { inner.teardown() };
         registry::unlink(&inner.entry);
+        cancelled.release();
     } else {
         inner.done.wait_for_completion();
     }

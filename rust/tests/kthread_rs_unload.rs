@@ -26,6 +26,12 @@
 //!   (H22): each reports "sleeping function called from invalid context" from its entry (one
 //!   report per second at most, so they are a second apart). The guest script checks the
 //!   reports, between markers that the splat check skips.
+//! - `mode=8`: forgotten cycles through a worker (found by review): a worker whose handle is
+//!   held by its own armed delayed work, and a thread that owns a worker whose delayed work
+//!   holds the thread's handle. The unload must end them, not wait for itself.
+//! - `mode=9`: a forgotten thread that holds threads created but not started, and starts and
+//!   joins them when it is stopped (found by review): the unload may stop some of them before
+//!   they ever ran, and a join of those must still end.
 //!
 //! At exit the module prints `kthread-rs unload: exit: N of M threads done`: a thread that
 //! still ran after that would run freed module code, which KASAN reports.
@@ -59,7 +65,7 @@ module! {
     params: {
         mode: u32 {
             default: 0,
-            description: "0: nothing, 1: detached, 2: group, 3: self-drop, 4: forget, 5: forget in a failing init, 6: worker self-drop, 7: atomic-context probes",
+            description: "0: nothing, 1: detached, 2: group, 3: self-drop, 4: forget, 5: forget in a failing init, 6: worker self-drop, 7: atomic-context probes, 8: worker cycles, 9: joins of reaped threads",
         },
         threads: u32 {
             default: 3,
@@ -94,7 +100,7 @@ impl kernel::Module for Unload {
         let mode = *module_parameters::mode.value();
         let threads = *module_parameters::threads.value();
         let hold_ms = *module_parameters::hold_ms.value();
-        if !(1..=16).contains(&threads) || hold_ms > 10_000 || mode > 7 {
+        if !(1..=16).contains(&threads) || hold_ms > 10_000 || mode > 9 {
             return Err(EINVAL);
         }
         let mut this = Unload {
@@ -149,6 +155,8 @@ impl kernel::Module for Unload {
                 worker_self_drop(hold_ms)?;
             }
             7 => atomic_probes(),
+            8 => worker_cycles()?,
+            9 => joins_of_reaped()?,
             _ => {}
         }
         pr_info!(
@@ -324,4 +332,80 @@ fn atomic_probes() {
         );
     }
     pr_info!("kthread-rs: expected splats end\n");
+}
+
+/// Holds a worker: armed on that very worker, it makes a reference cycle.
+#[pin_data]
+struct HoldsWorker {
+    #[pin]
+    w: Mutex<Option<Worker>>,
+}
+
+impl DelayedWorkItem for HoldsWorker {
+    fn run(_work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+        pr_err!("kthread-rs unload: a forgotten delayed work ran\n");
+    }
+}
+
+/// Holds a thread's handle.
+#[pin_data]
+struct HoldsThread {
+    #[pin]
+    t: Mutex<Option<thread::Thread<()>>>,
+}
+
+impl DelayedWorkItem for HoldsThread {
+    fn run(_work: Arc<DelayedWork<Self>>, _worker: &WorkerRef<'_>) {
+        pr_err!("kthread-rs unload: a forgotten delayed work ran\n");
+    }
+}
+
+/// Mode 8: a worker held by its own armed delayed work, and a thread that owns a worker whose
+/// armed delayed work holds the thread's handle; both left to the unload.
+fn worker_cycles() -> Result {
+    let w = Worker::create(fmt!("krs-unload-wcy"))?;
+    let d = crate::new_delayed_work!(pin_init!(HoldsWorker { w <- new_mutex!(None) }))?;
+    w.queue_delayed(&d, Delta::from_secs(600))?;
+    *d.w.lock() = Some(w);
+    drop(d);
+    let w2 = Worker::create(fmt!("krs-unload-wcy2"))?;
+    let d2 = crate::new_delayed_work!(pin_init!(HoldsThread { t <- new_mutex!(None) }))?;
+    w2.queue_delayed(&d2, Delta::from_secs(600))?;
+    let t = thread::spawn(fmt!("krs-unload-wcyt"), move |ctx| {
+        let _w2 = w2;
+        while !ctx.should_stop() {
+            ctx.sleep(Delta::from_millis(10));
+        }
+    })?;
+    *d2.t.lock() = Some(t);
+    drop(d2);
+    pr_info!("kthread-rs unload: two worker cycles left to the unload\n");
+    Ok(())
+}
+
+/// Mode 9: a forgotten thread that, when stopped, starts and joins 16 threads that it created
+/// but never started; the unload may have stopped some of them first.
+fn joins_of_reaped() -> Result {
+    let mut news = KVec::with_capacity(16, GFP_KERNEL)?;
+    for i in 0..16u32 {
+        news.push(
+            thread::create(fmt!("krs-unload-n{i}"), move |_ctx| i)?,
+            GFP_KERNEL,
+        )?;
+    }
+    let joiner = thread::spawn(fmt!("krs-unload-joiner"), move |ctx| {
+        while !ctx.should_stop() {
+            ctx.sleep(Delta::from_millis(10));
+        }
+        let mut joined = 0u32;
+        for n in news {
+            if n.start().join().is_ok() {
+                joined += 1;
+            }
+        }
+        pr_info!("kthread-rs unload: the joiner joined {joined} threads\n");
+    })?;
+    core::mem::forget(joiner);
+    pr_info!("kthread-rs unload: a joiner of 16 unstarted threads forgotten\n");
+    Ok(())
 }

@@ -13,10 +13,12 @@
 //! - [`worker`]: kthread_worker, its work and delayed work (`include/linux/kthread.h`).
 //! - [`task_work`]: callbacks run by a user task in its own context (`include/linux/task_work.h`).
 //! - [`service`]: a start that reports the body's initialisation, and wake-driven service threads.
+//! - [`compat`]: what differs between the kernel versions it builds on (7.2, 7.3).
 //! - [`sys`]: the few C macros and static inlines that have no generated binding.
 //! - `registry`: every live thread, worker and per-CPU set of the module, ended by the module's
 //!   unload if their handles were leaked (H21).
 
+pub mod compat;
 pub(crate) mod registry;
 pub mod service;
 pub mod sys;

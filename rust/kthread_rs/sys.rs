@@ -16,6 +16,7 @@ use kernel::{
     prelude::*,
     sync::{aref::ARef, LockClassKey},
     task::Task,
+    types::Opaque,
 };
 
 /// `init_waitqueue_head()`: a macro around `__init_waitqueue_head()` with a static lock class.
@@ -107,8 +108,28 @@ pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
 
 /// This module (null when built in): the one whose code is running, as this file is included
 /// into each module crate (see [`super`]).
+///
+/// Kernel versions: through 7.2, `module!` defined a `static THIS_MODULE` at the crate root;
+/// 7.3 replaced it with `<LocalModule as ModuleMetadata>::THIS_MODULE` (rust/kernel/module.rs,
+/// rust/macros/module.rs). Both stand for `__this_module`, which modpost defines in every
+/// module's `.mod.c`, so naming that symbol here builds on both.
+#[inline(always)]
 pub(crate) fn this_module() -> *mut bindings::module {
-    crate::THIS_MODULE.as_ptr()
+    #[cfg(MODULE)]
+    {
+        // `struct module` ends in a field of a zero-sized type on x86 (`its_array`), which
+        // the lint calls FFI-unsafe; only the symbol's address is used, never a value.
+        #[allow(improper_ctypes)]
+        extern "C" {
+            static __this_module: Opaque<bindings::module>;
+        }
+        // SAFETY: `__this_module` is the `struct module` of the module being built, which the
+        // loader fills in before any of its code runs and frees only after its last code has
+        // run; only its address is taken here.
+        unsafe { __this_module.get() }
+    }
+    #[cfg(not(MODULE))]
+    core::ptr::null_mut()
 }
 
 /// Take a reference on this module, so that it cannot be unloaded until [`this_module_put`]
@@ -119,11 +140,11 @@ pub(crate) fn this_module() -> *mut bindings::module {
 /// references it has, so nothing may be left running before `init` has returned; once live, a
 /// module is freed only when its count is zero.
 ///
-/// The module is `crate::THIS_MODULE`: this file is included into each module crate (see
+/// The module is [`this_module`]: this file is included into each module crate (see
 /// [`super`]), so it always names the module whose code is running. Null (built in) always
 /// succeeds.
 pub(crate) fn this_module_get() -> Result {
-    let module = crate::THIS_MODULE.as_ptr();
+    let module = this_module();
     if module.is_null() {
         return Ok(());
     }
@@ -141,9 +162,9 @@ pub(crate) fn this_module_get() -> Result {
 /// its unload has begun. For code that may already be running on behalf of the module during
 /// `init`, where refusing would leave it with no owner either way.
 pub(crate) fn this_module_get_unless_going() -> Result {
-    // SAFETY: `THIS_MODULE` is this module (or null, built in), which is not freed while its
+    // SAFETY: [`this_module`] is this module (or null, built in), which is not freed while its
     // code runs; `try_module_get()` fails once its unload has begun.
-    if unsafe { bindings::try_module_get(crate::THIS_MODULE.as_ptr()) } {
+    if unsafe { bindings::try_module_get(this_module()) } {
         Ok(())
     } else {
         Err(EBUSY)
@@ -160,5 +181,5 @@ pub(crate) fn this_module_get_unless_going() -> Result {
 /// it only where no module code runs afterwards, or where something else still pins it.
 pub(crate) unsafe fn this_module_put() {
     // SAFETY: By the function's safety requirements; `module_put(NULL)` does nothing.
-    unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) };
+    unsafe { bindings::module_put(this_module()) };
 }

@@ -49,7 +49,7 @@
 //! the built x86-64 modules (`scripts/check-tail-call.sh`), and other architectures are
 //! unchecked.
 //!
-//! The module comes from `crate::THIS_MODULE`: this file is included into each module crate
+//! The module comes from `__this_module` (the `THIS_MODULE` of C): this file is included into each module crate
 //! (see [`super`]), so it always names the module that holds the callback's code. As a
 //! `rust/kernel` abstraction it would take a `&'static ThisModule` instead.
 //!
@@ -305,7 +305,7 @@ unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_h
     // SAFETY: `add_node` took this reference for this call. This is the function's last call and
     // it has no frame to tear down, so the compiler makes it a jump: `module_put()` returns
     // straight to the C code (`scripts/check-tail-call.sh` checks the built modules).
-    unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) }
+    unsafe { bindings::module_put(sys::this_module()) }
 }
 
 /// The body of [`task_work_func`], kept out of it so that it has no frame.

@@ -50,8 +50,8 @@ fn counter() -> Result<kernel::sync::Arc<core::sync::atomic::AtomicUsize>> {
 
 /// This module's reference count.
 fn refcount() -> i32 {
-    // SAFETY: `THIS_MODULE` is this module, loaded while its tests run.
-    unsafe { kernel::bindings::module_refcount(crate::THIS_MODULE.as_ptr()) }
+    // SAFETY: `this_module()` is this module, loaded while its tests run.
+    unsafe { kernel::bindings::module_refcount(crate::kthread_rs::sys::this_module()) }
 }
 
 /// H20: a handle dropped on its own thread. At 5a5a289 each case printed "dropped its own

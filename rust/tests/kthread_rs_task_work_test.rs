@@ -406,7 +406,7 @@ impl MiscDevice for TwFile {
             TW_SLEEPERS => Ok(isize::try_from(me.state.lock().sleepers)?),
             TW_REFCOUNT => {
                 // SAFETY: This module is live: this code runs in it.
-                let n = unsafe { bindings::module_refcount(THIS_MODULE.as_ptr()) };
+                let n = unsafe { bindings::module_refcount(sys::this_module()) };
                 Ok(isize::try_from(n)?)
             }
             TW_ARM_ON_CLOSE => {

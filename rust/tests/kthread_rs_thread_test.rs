@@ -1059,8 +1059,8 @@ mod detached_tests {
     }
 
     fn refcount() -> i32 {
-        // SAFETY: `THIS_MODULE` is this module, loaded while its tests run.
-        unsafe { bindings::module_refcount(crate::THIS_MODULE.as_ptr()) }
+        // SAFETY: `this_module()` is this module, loaded while its tests run.
+        unsafe { bindings::module_refcount(super::kthread_rs::sys::this_module()) }
     }
 
     fn counter() -> Result<Arc<AtomicUsize>> {

@@ -97,9 +97,9 @@ fn body(i: u32, hold_ms: u32) -> impl FnOnce(&thread::Context<'_>) + Send + 'sta
 
 impl kernel::Module for Unload {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let mode = *module_parameters::mode.value();
-        let threads = *module_parameters::threads.value();
-        let hold_ms = *module_parameters::hold_ms.value();
+        let mode: u32 = kthread_rs::compat::param(module_parameters::mode.value());
+        let threads: u32 = kthread_rs::compat::param(module_parameters::threads.value());
+        let hold_ms: u32 = kthread_rs::compat::param(module_parameters::hold_ms.value());
         if !(1..=16).contains(&threads) || hold_ms > 10_000 || mode > 9 {
             return Err(EINVAL);
         }
@@ -186,7 +186,8 @@ impl Drop for Unload {
 fn module_is_live() -> bool {
     // SAFETY: This module is loaded while its code runs; `state` is a plain enum that the
     // module loader writes (read once).
-    let state = unsafe { core::ptr::read_volatile(&raw const (*THIS_MODULE.as_ptr()).state) };
+    let state =
+        unsafe { core::ptr::read_volatile(&raw const (*kthread_rs::sys::this_module()).state) };
     state == kernel::bindings::module_state_MODULE_STATE_LIVE
 }
 

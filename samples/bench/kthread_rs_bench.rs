@@ -51,7 +51,7 @@ fn report(op: &str, ns: &mut [u64]) {
     let n = ns.len();
     pr_info!(
         "krs-bench: impl=rust round={} op={} n={} median_ns={} p99_ns={}\n",
-        *module_parameters::round.value(),
+        kthread_rs::compat::param::<i32>(module_parameters::round.value()),
         op,
         n,
         ns[n / 2],
@@ -62,7 +62,7 @@ fn report(op: &str, ns: &mut [u64]) {
 fn size(name: &str, bytes: usize) {
     pr_info!(
         "krs-bench: impl=rust round={} size={} bytes={}\n",
-        *module_parameters::round.value(),
+        kthread_rs::compat::param::<i32>(module_parameters::round.value()),
         name,
         bytes
     );

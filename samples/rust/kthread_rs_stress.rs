@@ -121,17 +121,17 @@ struct Params {
 impl Params {
     fn read() -> Result<Self> {
         let p = Params {
-            duration: *module_parameters::duration.value(),
-            stat_interval: *module_parameters::stat_interval.value(),
-            seed: *module_parameters::seed.value(),
-            nthreads: *module_parameters::nthreads.value(),
-            nworkers: *module_parameters::nworkers.value(),
-            nproducers: *module_parameters::nproducers.value(),
-            tw_pid: *module_parameters::tw_pid.value(),
-            tw_threads: *module_parameters::tw_threads.value(),
-            onoff_interval: *module_parameters::onoff_interval.value(),
-            onoff_holdoff: *module_parameters::onoff_holdoff.value(),
-            fail_every: *module_parameters::fail_every.value(),
+            duration: kthread_rs::compat::param(module_parameters::duration.value()),
+            stat_interval: kthread_rs::compat::param(module_parameters::stat_interval.value()),
+            seed: kthread_rs::compat::param(module_parameters::seed.value()),
+            nthreads: kthread_rs::compat::param(module_parameters::nthreads.value()),
+            nworkers: kthread_rs::compat::param(module_parameters::nworkers.value()),
+            nproducers: kthread_rs::compat::param(module_parameters::nproducers.value()),
+            tw_pid: kthread_rs::compat::param(module_parameters::tw_pid.value()),
+            tw_threads: kthread_rs::compat::param(module_parameters::tw_threads.value()),
+            onoff_interval: kthread_rs::compat::param(module_parameters::onoff_interval.value()),
+            onoff_holdoff: kthread_rs::compat::param(module_parameters::onoff_holdoff.value()),
+            fail_every: kthread_rs::compat::param(module_parameters::fail_every.value()),
         };
         let checks: [(&str, bool); 9] = [
             ("duration must be at most 86400", p.duration <= 86400),

@@ -5,6 +5,7 @@
 //!
 //! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
 
+use super::super::sys;
 use core::ptr;
 use kernel::{bindings, task::Task};
 
@@ -81,7 +82,7 @@ pub fn origin(task: &Task) -> Origin {
 
 /// Is `addr` in the text of this module?
 fn in_this_module_text(addr: usize) -> bool {
-    let module = crate::THIS_MODULE.as_ptr();
+    let module = sys::this_module();
     if module.is_null() {
         // Built in: this API's code cannot be told from the rest of the kernel's.
         return false;

@@ -14,7 +14,8 @@ use core::borrow::Borrow;
 ///
 /// `ModuleParamAccess::value()` returned `&T` up to 7.2; 7.3 returns `T` for `T: Copy` and
 /// moved the reference form to `value_ref()` (rust/kernel/module_param.rs). Both results
-/// borrow as `T`: `param(module_parameters::n.value())`.
+/// borrow as `T`: `param::<u32>(module_parameters::n.value())` (name `T` where the context does
+/// not: on 7.2, `&T` also borrows as `&T`).
 ///
 /// # Context
 ///

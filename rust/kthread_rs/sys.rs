@@ -16,7 +16,6 @@ use kernel::{
     prelude::*,
     sync::{aref::ARef, LockClassKey},
     task::Task,
-    types::Opaque,
 };
 
 /// `init_waitqueue_head()`: a macro around `__init_waitqueue_head()` with a static lock class.
@@ -115,18 +114,10 @@ pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
 /// module's `.mod.c`, so naming that symbol here builds on both.
 #[inline(always)]
 pub(crate) fn this_module() -> *mut bindings::module {
+    // Only the address is taken (no reference, no read): safe since Rust 1.82.
     #[cfg(MODULE)]
     {
-        // `struct module` ends in a field of a zero-sized type on x86 (`its_array`), which
-        // the lint calls FFI-unsafe; only the symbol's address is used, never a value.
-        #[allow(improper_ctypes)]
-        extern "C" {
-            static __this_module: Opaque<bindings::module>;
-        }
-        // SAFETY: `__this_module` is the `struct module` of the module being built, which the
-        // loader fills in before any of its code runs and frees only after its last code has
-        // run; only its address is taken here.
-        unsafe { __this_module.get() }
+        &raw mut bindings::__this_module
     }
     #[cfg(not(MODULE))]
     core::ptr::null_mut()
@@ -162,7 +153,7 @@ pub(crate) fn this_module_get() -> Result {
 /// its unload has begun. For code that may already be running on behalf of the module during
 /// `init`, where refusing would leave it with no owner either way.
 pub(crate) fn this_module_get_unless_going() -> Result {
-    // SAFETY: [`this_module`] is this module (or null, built in), which is not freed while its
+    // SAFETY: `this_module()` is this module (or null, built in), which is not freed while its
     // code runs; `try_module_get()` fails once its unload has begun.
     if unsafe { bindings::try_module_get(this_module()) } {
         Ok(())

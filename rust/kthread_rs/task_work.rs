@@ -49,9 +49,9 @@
 //! the built x86-64 modules (`scripts/check-tail-call.sh`), and other architectures are
 //! unchecked.
 //!
-//! The module comes from `__this_module` (the `THIS_MODULE` of C): this file is included into each module crate
-//! (see [`super`]), so it always names the module that holds the callback's code. As a
-//! `rust/kernel` abstraction it would take a `&'static ThisModule` instead.
+//! The module comes from `__this_module` (the `THIS_MODULE` of C): this file is included into
+//! each module crate (see [`super`]), so it always names the module that holds the callback's
+//! code. As a `rust/kernel` abstraction it would take a `&'static ThisModule` instead.
 //!
 //! # Kernel threads
 //!
@@ -59,8 +59,8 @@
 //! exits, after `kthread_stop()` has already returned to whoever waits for it. User workers
 //! (io_uring and vhost threads, `PF_USER_WORKER`) never return to user mode either; they run
 //! task work at points of their own loops that have nothing to do with user mode. [`add`]
-//! refuses both with `EINVAL`, and gives the callback back. KUnit test bodies run in kthreads, so they can only
-//! queue callbacks on user tasks.
+//! refuses both with `EINVAL`, and gives the callback back. KUnit test bodies run in kthreads,
+//! so they can only queue callbacks on user tasks.
 //!
 //! # Examples
 //!
@@ -265,8 +265,8 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
     // one else has seen it yet.
     unsafe { bindings::init_task_work(head, Some(task_work_func::<W>)) };
     // SAFETY: `task` is a live task (the caller's reference). `head` is initialised and stays
-    // valid until `task_work_func` gives back the reference leaked above. `notify` is a valid mode other
-    // than `TWA_NMI_CURRENT`.
+    // valid until `task_work_func` gives back the reference leaked above. `notify` is a valid
+    // mode other than `TWA_NMI_CURRENT`.
     let ret = unsafe { bindings::task_work_add(task.as_ptr(), head, notify.as_raw()) };
     if ret != 0 {
         // SAFETY: The C code did not take `head`, so the reference leaked above is still ours,
@@ -302,9 +302,10 @@ fn give_back<W>(node: Arc<Node<W>>) -> W {
 unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement.
     unsafe { run_and_free::<W>(head) };
-    // SAFETY: `add_node` took this reference for this call. This is the function's last call and
-    // it has no frame to tear down, so the compiler makes it a jump: `module_put()` returns
-    // straight to the C code (`scripts/check-tail-call.sh` checks the built modules).
+    // SAFETY: `add_node` took this reference for this call. This is the function's last call,
+    // with nothing of ours to run after it, so the compiler makes it a jump (after restoring
+    // the frame pointer): `module_put()` returns straight to the C code
+    // (`scripts/check-tail-call.sh` checks the built modules).
     unsafe { bindings::module_put(sys::this_module()) }
 }
 

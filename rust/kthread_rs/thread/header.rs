@@ -126,7 +126,9 @@ impl Header {
             waiting_for: UnsafeCell::new(core::ptr::null()),
             wq <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
                 // SAFETY: `slot` is valid for writes and pinned (in an `Arc` or a `KBox`).
-                unsafe { sys::init_waitqueue_head(slot, c"kthread_rs::thread", static_lock_class!()) }
+                unsafe {
+                    sys::init_waitqueue_head(slot, c"kthread_rs::thread", static_lock_class!())
+                }
             }),
             returned <- Completion::new(),
             stopped <- Completion::new(),

@@ -43,7 +43,8 @@ impl Context<'_> {
     /// fn poke(mm: kernel::sync::aref::ARef<MmWithUser>, addr: usize) -> Result {
     ///     let t = thread::spawn(fmt!("mydrv-poke"), move |ctx| {
     ///         ctx.with_mm(&mm, |_ctx| {
-    ///             let mut w = kernel::uaccess::UserSlice::new(UserPtr::from_addr(addr), 8).writer();
+    ///             let mut w =
+    ///                 kernel::uaccess::UserSlice::new(UserPtr::from_addr(addr), 8).writer();
     ///             w.write(&0x5a5a_u64)
     ///         })?
     ///     })?;

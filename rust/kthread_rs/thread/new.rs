@@ -147,8 +147,8 @@ impl<T, P> NewThread<T, P> {
     /// CPUs; as soon as one comes back online, the kernel moves it back to `mask`.
     ///
     /// - `EINVAL` if `mask` is empty or has an impossible CPU, or if the thread is bound
-    ///   ([`NewThread::bind`], [`create_on_cpu`](super::create_on_cpu)): the C function would WARN, now or at the
-    ///   next CPU online.
+    ///   ([`NewThread::bind`], [`create_on_cpu`](super::create_on_cpu)): the C function would
+    ///   WARN, now or at the next CPU online.
     /// - `EBUSY` if the thread has a preferred affinity already (C WARNs).
     /// - `ESRCH` if the module's unload stopped the thread already (H21).
     /// - `ENOMEM`.

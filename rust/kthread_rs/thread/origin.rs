@@ -10,8 +10,8 @@ use core::ptr;
 use kernel::{bindings, task::Task};
 
 /// The identity of a thread's body: the C `threadfn` of the thread, which this API makes one
-/// per body type. Compare it with a handle's (e.g. [`Thread::body_id`](super::Thread::body_id)) to learn whether a
-/// task runs that kind of body.
+/// per body type. Compare it with a handle's (e.g.
+/// [`Thread::body_id`](super::Thread::body_id)) to learn whether a task runs that kind of body.
 ///
 /// Threads spawned from the same closure (in a loop, or from one function) share a `BodyId`;
 /// different closures get different ones, except that the compiler may merge two bodies that

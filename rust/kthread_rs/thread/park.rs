@@ -39,8 +39,9 @@ where
 /// Parking is offered only for this kind of thread because only a step loop is sure to honour
 /// it: [`ParkableThread::park`] waits for the thread to reach `kthread_parkme()`, forever if it
 /// never does (H4). The loop parks between steps; [`Context::wait_until`] returns
-/// [`Wake::Park`](super::Wake::Park) so that a sleeping step ends promptly. After the loop ends (a step returned
-/// [`ControlFlow::Break`]) the thread idles, still parkable, until stopped.
+/// [`Wake::Park`](super::Wake::Park) so that a sleeping step ends promptly. After the loop
+/// ends (a step returned [`ControlFlow::Break`]) the thread idles, still parkable, until
+/// stopped.
 #[must_use = "dropping a ParkableThread stops it at once"]
 pub struct ParkableThread<S> {
     pub(super) thread: Thread<S>,

@@ -554,6 +554,6 @@ impl<S: Send + 'static> Drop for PerCpuThreads<S> {
         // when the module goes. (If it claimed the set already, it may not see this: the set's
         // memory is then leaked; its threads are stopped all the same.)
         self.inner().reaper_frees.store(true, ordering::Release);
-        pr_warn!("kthread_rs: a per-CPU set dropped where it cannot be torn down; the module's unload will\n");
+        pr_warn!("kthread_rs: a per-CPU set dropped where it cannot be torn down; the module's unload will end it\n");
     }
 }

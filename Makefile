@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# kthread-rs: safe Rust kthread, kthread_worker and task_work APIs for Linux 7.2.
+# kthread-rs: safe Rust kthread, kthread_worker and task_work APIs for Linux 7.2 and 7.3.
 #
 #   make setup     install the toolchain and build the cached test kernel
 #   make           build the modules (against KDIR, default: the cached test kernel)
@@ -13,10 +13,12 @@
 #   make clippy    build with CLIPPY=1
 #   make fmt       rustfmt the Rust sources (fmt-check: only check)
 #
+# KVER=7.3 picks Debian's linux-source-7.3 and its own cached test kernel, everywhere (default 7.2;
+# `make check` also builds every module and compile-fail case against the other one).
 # KDIR=/path/to/a/prepared/rust/kernel builds against another tree. KVM=1 opts into KVM.
 
 SHELL := /bin/bash
-export KDIR KVM DURATION STRESS_PARAMS BENCH_ROUNDS
+export KDIR KVER KVM DURATION STRESS_PARAMS BENCH_ROUNDS
 
 .PHONY: all modules setup check run soak bench rustdoc rust-analyzer clippy fmt fmt-check clean
 

@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # Configure and build the kthread-rs test kernel, once per (kernel version, config, toolchain).
 # --print-dir: only print where the tree for the current key lives.
+# --prepare: stop after `modules_prepare` (config, headers, objtool and the Rust crates): enough to
+#   build the modules against it, not to boot it. A fully built tree serves too; a later full
+#   build continues in the same directory.
 #
 # The built tree lives under $KRS_CACHE/kernel/<key>, outside the clone, so every later run
 # (and CI on the same machine) reuses it at once. Prints the tree's path on its last line.
@@ -20,6 +23,11 @@ O=$KRS_CACHE/kernel/$(cat "$KSRC/.krs-debversion")-$key
 [ "${1:-}" = --print-dir ] && { echo "$O"; exit 0; }
 if [ -f "$O/.krs-built" ]; then
 	krs_phase "kernel: cached tree $O" >&2
+	echo "$O"
+	exit 0
+fi
+if [ "${1:-}" = --prepare ] && [ -f "$O/.krs-prepared" ]; then
+	krs_phase "kernel: cached prepared tree $O" >&2
 	echo "$O"
 	exit 0
 fi
@@ -57,6 +65,16 @@ while IFS= read -r line; do
 done < "$FRAG"
 [ -z "$bad" ] || krs_die "kernel config lost:$bad (see $O/.config)"
 krs_phase "kernel: config ok, $(grep -c '=y$' "$O/.config") symbols =y" >&2
+
+if [ "${1:-}" = --prepare ]; then
+	krs_phase "kernel: modules_prepare only (headers, objtool, the Rust crates; log: $log)" >&2
+	t0=$(date +%s)
+	"${KMAKE[@]}" -j"$(nproc)" modules_prepare >> "$log" 2>&1 || { tail -n 40 "$log" >&2; krs_die "modules_prepare failed (log: $log)"; }
+	krs_phase "kernel: prepared in $(( $(date +%s) - t0 ))s" >&2
+	touch "$O/.krs-prepared"
+	echo "$O"
+	exit 0
+fi
 
 krs_phase "kernel: building with clang$KRS_LLVM, -j$(nproc) (log: $log)" >&2
 t0=$(date +%s)

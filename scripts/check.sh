@@ -55,6 +55,9 @@ krs_phase "check: compile-fail cases and the $n examples of the rustdoc and the 
 bash "$KRS_ROOT/scripts/compile-fail.sh" "$KRS_ROOT/rust/tests/compile_fail" "$out/doc-examples" \
 	> "$out/compile-fail.results" 2> "$out/compile-fail.log" || true
 
+# The same sources against the second kernel series (scripts/lib.sh: KRS_KVER2).
+bash "$KRS_ROOT/scripts/check-kver2.sh" "$out" "$out/doc-examples"
+
 # (samples/ may not exist yet: find's complaint about it must not end the run.)
 mods=$( { find "$KRS_ROOT/rust/tests" "$KRS_ROOT/samples" -name '*_test.ko' 2>/dev/null || true; } | sort)
 krs_phase "check: test modules: $(echo $mods | xargs -n1 basename | tr '\n' ' ')"

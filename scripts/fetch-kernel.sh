@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Fetch Debian's linux-source-7.2 and unpack it under the cache.
+# Fetch Debian's linux-source-$KVER (default 7.2) and unpack it under the cache.
 #
 # The mirror is read from the host's own apt configuration; a private apt state directory keeps
 # the other suites (sid, forky, trixie-backports) away from the host's package lists.
@@ -28,7 +28,9 @@ SRC_ROOT=$KRS_CACHE/src
 mkdir -p "$SRC_ROOT"
 
 # Reuse an unpacked tree if one is there (the version is in its name).
-existing=$(ls -d "$SRC_ROOT"/linux-source-7.2-* 2>/dev/null | sort -V | tail -n1 || true)
+# The pinned version if it is unpacked, else the newest unpacked one of the series.
+existing=$(ls -d "$SRC_ROOT/linux-source-$KVER-$KRS_KVER_PIN" 2>/dev/null || true)
+[ -n "$existing" ] || existing=$(ls -d "$SRC_ROOT"/linux-source-$KVER-* 2>/dev/null | sort -V | tail -n1 || true)
 if [ -n "$existing" ] && [ -f "$existing/.krs-unpacked" ] && [ -z "${KRS_REFETCH:-}" ]; then
 	echo "$existing"
 	exit 0
@@ -53,25 +55,25 @@ APT=(-o "Dir::Etc::SourceList=$APTDIR/etc/sources.list" -o Dir::Etc::SourceParts
 krs_phase "apt (private state): updating sid, forky, trixie-backports lists"
 apt-get "${APT[@]}" update >&2
 
-ver=$(apt-cache "${APT[@]}" madison linux-source-7.2 | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -uV)
-[ -n "$ver" ] || krs_die "no suite offers linux-source-7.2"
+ver=$(apt-cache "${APT[@]}" madison linux-source-$KVER | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -uV)
+[ -n "$ver" ] || krs_die "no suite offers linux-source-$KVER"
 if echo "$ver" | grep -qx "$KRS_KVER_PIN"; then
 	use=$KRS_KVER_PIN
 else
 	use=$(echo "$ver" | tail -n1)
-	krs_phase "WARNING: pinned linux-source-7.2=$KRS_KVER_PIN is gone; using the newest found: $use" >&2
+	krs_phase "WARNING: pinned linux-source-$KVER=$KRS_KVER_PIN is gone; using the newest found: $use" >&2
 fi
-krs_phase "apt: downloading linux-source-7.2=$use" >&2
-(cd "$APTDIR/dl" && rm -f linux-source-7.2_*.deb && apt-get "${APT[@]}" download "linux-source-7.2=$use" >&2)
+krs_phase "apt: downloading linux-source-$KVER=$use" >&2
+(cd "$APTDIR/dl" && rm -f linux-source-${KVER}_*.deb && apt-get "${APT[@]}" download "linux-source-$KVER=$use" >&2)
 
-deb=$(ls "$APTDIR"/dl/linux-source-7.2_*.deb)
-dest=$SRC_ROOT/linux-source-7.2-$use
+deb=$(ls "$APTDIR"/dl/linux-source-${KVER}_*.deb)
+dest=$SRC_ROOT/linux-source-$KVER-$use
 rm -rf "$dest" "$dest.x"
 mkdir -p "$dest.x"
 krs_phase "unpacking $(basename "$deb")" >&2
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dest.x" --wildcards './usr/src/linux-source-7.2.tar.xz'
-tar -xJf "$dest.x/usr/src/linux-source-7.2.tar.xz" -C "$dest.x"
-mv "$dest.x/linux-source-7.2" "$dest"
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dest.x" --wildcards "./usr/src/linux-source-$KVER.tar.xz"
+tar -xJf "$dest.x/usr/src/linux-source-$KVER.tar.xz" -C "$dest.x"
+mv "$dest.x/linux-source-$KVER" "$dest"
 rm -rf "$dest.x" "$deb"
 echo "$use" > "$dest/.krs-debversion"
 touch "$dest/.krs-unpacked"

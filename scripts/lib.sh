@@ -9,8 +9,20 @@ KRS_LLVM=${KRS_LLVM:--22}
 KRS_START=${KRS_START:-$(date +%s)}
 export KRS_START
 
-# Linux 7.2 version wanted first; the newest 7.2.x found is the fallback.
-KRS_KVER_PIN=${KRS_KVER_PIN:-7.2.13-1}
+# KVER picks the kernel series: Debian's linux-source-$KVER, its own source and its own cached
+# test kernel. 7.2 is the default; KRS_KVER2 is the second series that `make check` builds
+# everything against. Each series has a pinned Debian version, wanted first; the newest
+# version of the series found in the suites is the fallback.
+KVER=${KVER:-7.2}
+if [ "$KVER" = 7.3 ]; then KRS_KVER2=${KRS_KVER2:-7.2}; else KRS_KVER2=${KRS_KVER2:-7.3}; fi
+krs_kver_pin() {
+	case "$1" in
+	7.2) echo 7.2.13-1 ;;
+	7.3) echo 7.3.4-1~bpo13+1 ;;
+	esac
+}
+KRS_KVER_PIN=${KRS_KVER_PIN:-$(krs_kver_pin "$KVER")}
+export KVER
 KRS_VNG_VERSION=1.42
 KRS_BINDGEN_VERSION=0.72.1
 

@@ -83,6 +83,8 @@ def main(out):
                 kind = "lint (rustfmt, clippy, rustdoc, contexts)"
             elif cf.stem == "tail-call":
                 kind = "tail calls (objdump)"
+            elif cf.stem.startswith("kver2-"):
+                kind = f"Linux {cf.stem[6:]} builds (modules, compile-fail, doc examples)"
             elif name.startswith("doc_"):
                 kind = "doc examples (must build)"
             else:

@@ -52,7 +52,7 @@ EOR
 	rc=$?
 	{ echo "=== $case (expect: $expect, exit $rc)"; grep -E '^(error|warning)|-->' "$m/build.log"; } > "$m/summary"
 	if [ "$expect" = builds ]; then
-		if [ $rc = 0 ] && ! grep -q 'warning' "$m/build.log"; then echo "pass $case"; else echo "control-did-not-build $case"; fi
+		if [ $rc = 0 ] && ! grep -qE '^warning|: warning:' "$m/build.log"; then echo "pass $case"; else echo "control-did-not-build $case"; fi
 	elif [ $rc = 0 ]; then
 		echo "misuse-built $case"
 	elif grep -q -- "$expect" "$m/build.log" && grep -q -- "--> $src" "$m/build.log"; then

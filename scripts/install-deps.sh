@@ -32,7 +32,7 @@ for t in rustc rustdoc clippy-driver rustfmt; do
 done
 
 if ! "$KRS_BIN/bindgen" --version 2>/dev/null | grep -q "$KRS_BINDGEN_VERSION"; then
-	krs_phase "cargo: installing bindgen-cli $KRS_BINDGEN_VERSION (about 90 s)"
+	krs_phase "cargo: installing bindgen-cli $KRS_BINDGEN_VERSION (about 3 min)"
 	CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
 	"$CARGO" install -q bindgen-cli --version "$KRS_BINDGEN_VERSION" --locked --root "$KRS_TOOLS"
 fi

@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Configure and build the kthread-rs test kernel, once per (kernel version, config, toolchain).
 # --print-dir: only print where the tree for the current key lives.
+# --bench: the benchmark kernel instead (scripts/kernel/kthread-rs-bench.config: no debugging),
+#   cached beside the test kernel under its own key. `make check` never builds it.
 # --prepare: stop after `modules_prepare` (config, headers, objtool and the Rust crates): enough to
 #   build the modules against it, not to boot it. A fully built tree serves too; a later full
 #   build continues in the same directory.
@@ -13,13 +15,23 @@ set -euo pipefail
 
 KSRC=$(bash "$KRS_ROOT/scripts/fetch-kernel.sh" | tail -n1)
 FRAG=$KRS_ROOT/scripts/kernel/kthread-rs.config
+flavor=
+if [ "${1:-}" = --bench ]; then
+	shift
+	flavor=bench-
+	mkdir -p "$KRS_CACHE/kernel"
+	bfrag=$KRS_CACHE/kernel/bench.config
+	{ sed -e '/^# Debugging that must catch our bugs\.$/,/^$/d' -e '/^CONFIG_PREEMPT=y$/d' "$FRAG"
+	  cat "$KRS_ROOT/scripts/kernel/kthread-rs-bench.config"; } > "$bfrag"
+	FRAG=$bfrag
+fi
 key=$( {
 	cat "$KSRC/.krs-debversion" "$FRAG"
 	sed -n '/^# --- config steps ---$/,/^# --- end ---$/p' "$0"
 	"$KRS_BIN/rustc" --version; "$KRS_BIN/bindgen" --version; "clang$KRS_LLVM" --version | head -n1
 	echo "$LIBCLANG_PATH"
 } | sha256sum | cut -c1-12)
-O=$KRS_CACHE/kernel/$(cat "$KSRC/.krs-debversion")-$key
+O=$KRS_CACHE/kernel/$flavor$(cat "$KSRC/.krs-debversion")-$key
 [ "${1:-}" = --print-dir ] && { echo "$O"; exit 0; }
 if [ -f "$O/.krs-built" ]; then
 	krs_phase "kernel: cached tree $O" >&2
@@ -40,7 +52,7 @@ log=$O/build.log
 krs_phase "kernel: checking the toolchain (make rustavailable)" >&2
 "${KMAKE[@]}" rustavailable >> "$log" 2>&1 || { tail -n 20 "$log" >&2; krs_die "rustavailable failed"; }
 
-krs_phase "kernel: configuring (allnoconfig + virtme-ng + scripts/kernel/kthread-rs.config)" >&2
+krs_phase "kernel: configuring (allnoconfig + virtme-ng + ${flavor:+bench: }$FRAG)" >&2
 # --- config steps ---
 rm -f "$O/.config"
 (cd "$KSRC" && virtme-configkernel --allnoconfig --custom "$FRAG" O="$O" $(krs_kmake_vars)) \

@@ -10,9 +10,12 @@
 
 use core::{
     ops::ControlFlow,
+    ptr,
     sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst},
 };
 use kernel::{
+    bindings,
+    cpu::CpuId,
     new_condvar, new_mutex,
     prelude::*,
     sync::{Arc, CondVar, Mutex},
@@ -46,8 +49,21 @@ fn now_ns() -> u64 {
     u64::try_from(<Monotonic as ClockSource>::ktime_get()).unwrap_or(0)
 }
 
+/// Insertion sort (at most 1000 values, outside the timed intervals). Not `sort_unstable()`:
+/// its `panic_on_ord_violation()` (rustc 1.96) is not in the 7.2 objtool's list of functions
+/// that do not return, so objtool warns about the module.
+fn sort(v: &mut [u64]) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && v[j - 1] > v[j] {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
 fn report(op: &str, ns: &mut [u64]) {
-    ns.sort_unstable();
+    sort(ns);
     let n = ns.len();
     pr_info!(
         "krs-bench: impl=rust round={} op={} n={} median_ns={} p99_ns={}\n",
@@ -83,7 +99,33 @@ fn bench_create_stop(op: &str, n: usize) -> Result {
     Ok(())
 }
 
+/// Free memory, slab and kernel stacks, in bytes (`si_meminfo()` and the node counters of
+/// `/proc/meminfo`'s `Slab` and `KernelStack`; per-CPU deltas not yet folded in are missed).
+fn mem_snapshot() -> [u64; 3] {
+    let mut info = bindings::sysinfo::default();
+    // SAFETY: `info` is a valid `struct sysinfo` to fill in.
+    unsafe { bindings::si_meminfo(&mut info) };
+    let node = |item: bindings::node_stat_item| -> u64 {
+        // SAFETY: `vm_node_stat` is the kernel's array of node counters, which lives forever;
+        // `item` is one of its indices. A volatile read, like the C `atomic_long_read()`.
+        let v = unsafe {
+            ptr::read_volatile(
+                &raw const (*(&raw const bindings::vm_node_stat))[item as usize].counter,
+            )
+        };
+        u64::try_from(v).unwrap_or(0)
+    };
+    let slab = node(bindings::node_stat_item_NR_SLAB_UNRECLAIMABLE_B)
+        + node(bindings::node_stat_item_NR_SLAB_RECLAIMABLE_B);
+    [
+        info.freeram as u64 * u64::from(info.mem_unit),
+        slab * 4096,
+        node(bindings::node_stat_item_NR_KERNEL_STACK_KB) * 1024,
+    ]
+}
+
 fn bench_population(pop: usize, n: usize) -> Result {
+    let before = mem_snapshot();
     let mut threads: KVec<Thread<()>> = KVec::with_capacity(pop, GFP_KERNEL)?;
     for i in 0..pop {
         threads.push(
@@ -96,8 +138,17 @@ fn bench_population(pop: usize, n: usize) -> Result {
     let op = match pop {
         10 => "create_stop_pop10",
         100 => "create_stop_pop100",
-        _ => "create_stop_pop1000",
+        1000 => "create_stop_pop1000",
+        _ => "create_stop_pop10000",
     };
+    if pop == 10000 {
+        let after = mem_snapshot();
+        let per = |i: usize| (before[i].saturating_sub(after[i]) as usize) / pop;
+        let grew = |i: usize| (after[i].saturating_sub(before[i]) as usize) / pop;
+        size("pop10000_memory_per_thread", per(0));
+        size("pop10000_slab_per_thread", grew(1));
+        size("pop10000_stack_per_thread", grew(2));
+    }
     bench_create_stop(op, n)?;
     drop(threads); // stops them all
     Ok(())
@@ -115,6 +166,41 @@ fn bench_park(n: usize) -> Result {
     }
     let _ = t.stop()?;
     report("park_unpark", &mut ns);
+    Ok(())
+}
+
+/// Park and unpark a per-CPU set: one busy parkable thread bound to each online CPU, all parked,
+/// then all unparked.
+fn bench_park_percpu(n: usize) -> Result {
+    let mut set = KVec::new();
+    for cpu in 0..kernel::cpu::nr_cpu_ids() {
+        let Some(id) = CpuId::from_u32(cpu) else {
+            continue;
+        };
+        // SAFETY: `cpu_online_mask` is a valid, static cpumask and `cpu < nr_cpu_ids`.
+        let online =
+            unsafe { bindings::cpumask_test_cpu(cpu as i32, &raw mut bindings::__cpu_online_mask) };
+        if !online {
+            continue;
+        }
+        let t = thread::create_parkable_on_cpu(id, fmt!("krs-br-pcpu/{}", cpu), (), |(), _| {
+            ControlFlow::Continue(())
+        })?;
+        set.push(t.start(), GFP_KERNEL)?;
+    }
+    let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        let t0 = now_ns();
+        for t in set.iter_mut() {
+            t.park()?;
+        }
+        for t in set.iter_mut() {
+            t.unpark();
+        }
+        ns.push(now_ns() - t0, GFP_KERNEL)?;
+    }
+    drop(set);
+    report("park_unpark_percpu_set", &mut ns);
     Ok(())
 }
 
@@ -220,6 +306,24 @@ fn bench_delayed0(w: &Worker, n: usize) -> Result {
     }
     w.flush_all()?;
     report("queue_delayed0_run", &mut ns);
+    Ok(())
+}
+
+/// `cancel_sync` of a delayed work whose timer is pending (queued with a delay of 10 s).
+fn bench_cancel_delayed(w: &Worker, n: usize) -> Result {
+    let signal = Signal::new()?;
+    let work = crate::new_delayed_work!(Timed::new(&signal))?;
+    let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        w.queue_delayed(&work, kernel::time::Delta::from_secs(10))?;
+        let t0 = now_ns();
+        let was_pending = w.cancel_delayed_sync(&work)?;
+        ns.push(now_ns() - t0, GFP_KERNEL)?;
+        if !was_pending {
+            return Err(EINVAL);
+        }
+    }
+    report("cancel_sync_pending_delayed", &mut ns);
     Ok(())
 }
 
@@ -338,10 +442,13 @@ fn run_all() -> Result {
     bench_population(10, 100)?;
     bench_population(100, 100)?;
     bench_population(1000, 100)?;
+    bench_population(10000, 100)?;
     bench_park(500)?;
+    bench_park_percpu(300)?;
     let w = Arc::new(Worker::create(fmt!("krs-br-worker"))?, GFP_KERNEL)?;
     bench_queue_run(&w, 1000)?;
     bench_delayed0(&w, 300)?;
+    bench_cancel_delayed(&w, 300)?;
     bench_workqueue(1000)?;
     bench_throughput(&w, 1, 15)?;
     bench_throughput(&w, 2, 15)?;

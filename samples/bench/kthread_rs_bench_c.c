@@ -10,10 +10,13 @@
 #include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/kthread.h>
+#include <linux/math64.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/sched.h>
 #include <linux/sched/task.h>
 #include <linux/slab.h>
+#include <linux/vmstat.h>
 #include <linux/sort.h>
 #include <linux/workqueue.h>
 
@@ -113,20 +116,44 @@ static void bench_create_stop_data(u64 *ns, int n)
 	report("create_stop_with_data", ns, n);
 }
 
+/* Free memory, slab and kernel stacks, in bytes (/proc/meminfo's MemFree, Slab, KernelStack;
+ * per-CPU deltas not yet folded in are missed). */
+static void mem_snapshot(u64 m[3])
+{
+	struct sysinfo info;
+
+	si_meminfo(&info);
+	m[0] = (u64)info.freeram * info.mem_unit;
+	m[1] = (u64)(global_node_page_state_pages(NR_SLAB_UNRECLAIMABLE_B) +
+		     global_node_page_state_pages(NR_SLAB_RECLAIMABLE_B)) * PAGE_SIZE;
+	m[2] = (u64)global_node_page_state(NR_KERNEL_STACK_KB) * 1024;
+}
+
 /* The same with `pop` other threads alive. */
 static void bench_population(int pop, u64 *ns, int n)
 {
 	struct task_struct **ts = kvcalloc(pop, sizeof(*ts), GFP_KERNEL);
+	u64 before[3], after[3];
 	char op[32];
 	int made = 0;
 
 	if (!ts)
 		return;
+	mem_snapshot(before);
 	for (; made < pop; made++) {
 		ts[made] = kthread_run(wait_fn, NULL, "krs-bp-%d", made);
 		if (IS_ERR(ts[made]))
 			break;
 		get_task_struct(ts[made]);
+	}
+	if (pop == 10000) {
+		mem_snapshot(after);
+		pr_info("krs-bench: impl=c round=%d size=pop10000_memory_per_thread bytes=%llu\n",
+			round, before[0] > after[0] ? div_u64(before[0] - after[0], pop) : 0);
+		pr_info("krs-bench: impl=c round=%d size=pop10000_slab_per_thread bytes=%llu\n",
+			round, after[1] > before[1] ? div_u64(after[1] - before[1], pop) : 0);
+		pr_info("krs-bench: impl=c round=%d size=pop10000_stack_per_thread bytes=%llu\n",
+			round, after[2] > before[2] ? div_u64(after[2] - before[2], pop) : 0);
 	}
 	snprintf(op, sizeof(op), "create_stop_pop%d", pop);
 	bench_create_stop(op, ns, n);
@@ -165,6 +192,39 @@ static void bench_park(u64 *ns, int n)
 	kthread_stop(t);
 	put_task_struct(t);
 	report("park_unpark", ns, n);
+}
+
+/* kthread_park + kthread_unpark of a per-CPU set: one busy thread bound to each online CPU
+ * (kthread_create_on_cpu), all parked, then all unparked. */
+static void bench_park_percpu(u64 *ns, int n)
+{
+	struct task_struct *ts[NR_CPUS];
+	unsigned int cpu;
+	int made = 0;
+
+	for_each_online_cpu(cpu) {
+		struct task_struct *t = kthread_create_on_cpu(park_fn, NULL, cpu, "krs-bc-pcpu/%u");
+
+		if (IS_ERR(t))
+			break;
+		get_task_struct(t);
+		wake_up_process(t);
+		ts[made++] = t;
+	}
+	for (int i = 0; i < n; i++) {
+		u64 t0 = ktime_get_ns();
+
+		for (int j = 0; j < made; j++)
+			kthread_park(ts[j]);
+		for (int j = 0; j < made; j++)
+			kthread_unpark(ts[j]);
+		ns[i] = ktime_get_ns() - t0;
+	}
+	for (int j = 0; j < made; j++) {
+		kthread_stop(ts[j]);
+		put_task_struct(ts[j]);
+	}
+	report("park_unpark_percpu_set", ns, n);
 }
 
 /* -- kthread_worker ----------------------------------------------------------------------- */
@@ -227,6 +287,27 @@ static void bench_queue_run(struct kthread_worker *kw, int kind, u64 *ns, int n)
 	flush_work(&tw.wq_work);
 	destroy_work_on_stack(&tw.wq_work);
 	report(ops[kind], ns, n);
+}
+
+/* kthread_cancel_delayed_work_sync() of a delayed work whose timer is pending (10 s). */
+static void bench_cancel_delayed(struct kthread_worker *kw, u64 *ns, int n)
+{
+	struct timed_work tw;
+
+	kthread_init_delayed_work(&tw.dwork, timed_delayed_fn);
+	init_completion(&tw.done);
+	for (int i = 0; i < n; i++) {
+		u64 t0;
+		bool was_pending;
+
+		kthread_queue_delayed_work(kw, &tw.dwork, 10 * HZ);
+		t0 = ktime_get_ns();
+		was_pending = kthread_cancel_delayed_work_sync(&tw.dwork);
+		ns[i] = ktime_get_ns() - t0;
+		if (!was_pending)
+			pr_err("krs-bench: impl=c failed: the delayed work was not pending\n");
+	}
+	report("cancel_sync_pending_delayed", ns, n);
 }
 
 #define BATCH 2000
@@ -315,11 +396,14 @@ static int __init bench_init(void)
 	bench_population(10, ns, 100);
 	bench_population(100, ns, 100);
 	bench_population(1000, ns, 100);
+	bench_population(10000, ns, 100);
 	bench_park(ns, 500);
+	bench_park_percpu(ns, 300);
 	kw = kthread_run_worker(0, "krs-bc-worker");
 	if (!IS_ERR(kw)) {
 		bench_queue_run(kw, 0, ns, 1000);
 		bench_queue_run(kw, 1, ns, 300);
+		bench_cancel_delayed(kw, ns, 300);
 		bench_queue_run(kw, 2, ns, 1000);
 		bench_throughput(kw, 1, ns, 15);
 		bench_throughput(kw, 2, ns, 15);

@@ -219,7 +219,9 @@ impl<W> Drop for Node<W> {
 /// May sleep (the node is allocated with `GFP_KERNEL`).
 pub fn add<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<(), (Error, W)> {
     kernel::task::might_sleep();
-    add_node(task, notify, work).map(drop)
+    // The C code holds the node's only reference.
+    let node = new_node(task, work)?;
+    queue_node(task, notify, node).map_err(|(e, node)| (e, give_back(node)))
 }
 
 /// As [`add`], and return a handle that can take the callback back while it has not started.
@@ -233,11 +235,19 @@ pub fn add_cancelable<W: Callback>(
     work: W,
 ) -> Result<Pending<W>, (Error, W)> {
     kernel::task::might_sleep();
-    add_node(task, notify, work).map(|node| Pending { node })
+    let node = new_node(task, work)?;
+    let kept = node.clone();
+    match queue_node(task, notify, node) {
+        Ok(()) => Ok(Pending { node: kept }),
+        Err((e, node)) => {
+            drop(node);
+            Err((e, give_back(kept)))
+        }
+    }
 }
 
-fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Node<W>>, (Error, W)> {
-    kernel::task::might_sleep();
+/// A node holding `work`, for `task`; `EINVAL` if `task` never returns to user mode.
+fn new_node<W: Callback>(task: &Task, work: W) -> Result<Arc<Node<W>>, (Error, W)> {
     if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
         return Err((EINVAL, work));
     }
@@ -245,24 +255,32 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
         Ok(node) => node,
         Err(_) => return Err((ENOMEM, work)),
     };
-    let node: Arc<Node<W>> = node
+    Ok(node
         .write(Node {
             head: Opaque::uninit(),
             // INVARIANT: `work` holds the callback and `taken` is false: nothing has taken it.
             taken: AtomicBool::new(false),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
         })
-        .into();
+        .into())
+}
+
+/// Queue `node`, never queued before, on `task`: the C code takes this reference (and one on
+/// the module) until it calls `task_work_func`. On error the reference comes back.
+fn queue_node<W: Callback>(
+    task: &Task,
+    notify: Notify,
+    node: Arc<Node<W>>,
+) -> Result<(), (Error, Arc<Node<W>>)> {
     // Queued callbacks run this module's code with no owner to wait for them (H17).
     if let Err(e) = sys::this_module_get() {
-        return Err((e, give_back(node)));
+        return Err((e, node));
     }
-    // The reference that the C code holds until it calls `task_work_func`.
-    let raw = Arc::into_raw(node.clone());
+    let raw = Arc::into_raw(node);
     // SAFETY: `raw` points to the live node (the reference just leaked keeps it).
     let head = Opaque::cast_into(unsafe { &raw const (*raw).head });
-    // SAFETY: `head` is in the node, which the leaked reference keeps alive and in place; no
-    // one else has seen it yet.
+    // SAFETY: `head` is in the node, which the leaked reference keeps alive and in place; it
+    // was never queued, so no one else uses it.
     unsafe { bindings::init_task_work(head, Some(task_work_func::<W>)) };
     // SAFETY: `task` is a live task (the caller's reference). `head` is initialised and stays
     // valid until `task_work_func` gives back the reference leaked above. `notify` is a valid
@@ -271,14 +289,14 @@ fn add_node<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<Arc<Nod
     if ret != 0 {
         // SAFETY: The C code did not take `head`, so the reference leaked above is still ours,
         // and so is the module reference.
-        unsafe {
-            drop(Arc::from_raw(raw));
+        let node = unsafe {
             sys::this_module_put();
-        }
-        return Err((Error::from_errno(ret), give_back(node)));
+            Arc::from_raw(raw)
+        };
+        return Err((Error::from_errno(ret), node));
     }
     // INVARIANT: The C code now holds the leaked reference and the module reference.
-    Ok(node)
+    Ok(())
 }
 
 /// The callback of a node that was never queued.
@@ -298,11 +316,11 @@ fn give_back<W>(node: Arc<Node<W>>) -> W {
 ///
 /// # Safety
 ///
-/// `head` is the `head` of a `Node<W>` that [`add_node`] queued, and the C code calls this once.
+/// `head` is the `head` of a `Node<W>` that [`queue_node`] queued, and the C code calls this once.
 unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement.
     unsafe { run_and_free::<W>(head) };
-    // SAFETY: `add_node` took this reference for this call. This is the function's last call,
+    // SAFETY: `queue_node` took this reference for this call. This is the function's last call,
     // with nothing of ours to run after it, so the compiler makes it a jump (after restoring
     // the frame pointer): `module_put()` returns straight to the C code
     // (`scripts/check-tail-call.sh` checks the built modules).
@@ -317,7 +335,7 @@ unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_h
 #[inline(never)]
 unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement `head` is in a `Node<W>` (`Opaque` is transparent), and
-    // the reference that `add_node` leaked for this call is ours now.
+    // the reference that `queue_node` leaked for this call is ours now.
     let node = unsafe {
         Arc::from_raw(kernel::container_of!(
             Opaque::cast_from(head).cast_mut(),

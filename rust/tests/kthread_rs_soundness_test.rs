@@ -233,6 +233,112 @@ mod self_drop {
         Ok(())
     }
 
+    /// A follow-up work that only counts its drops: it must never run.
+    struct Follow {
+        _drop: DropCount,
+    }
+
+    impl WorkItem for Follow {
+        fn run(_work: Arc<Work<Self>>, _worker: &WorkerRef<'_>) {}
+    }
+
+    /// Drops its worker's last handle, then its own last reference, then queues through its
+    /// `WorkerRef`.
+    struct DropsAllThenQueues {
+        slot: Slot<Worker>,
+        follow: Arc<Work<Follow>>,
+        later: Arc<DelayedWork<Armed>>,
+        result: Arc<AtomicI32>,
+        _drop: DropCount,
+    }
+
+    impl WorkItem for DropsAllThenQueues {
+        fn run(work: Arc<Work<Self>>, worker: &WorkerRef<'_>) {
+            let eshutdown = -(kernel::bindings::ESHUTDOWN as i32);
+            let w = work.slot.lock().take();
+            let mut r = i32::from(w.is_some());
+            // The item's fields hold the only other references to these two (the test keeps
+            // none): once the item is gone, these clones are the last.
+            let (follow, later, result) =
+                (work.follow.clone(), work.later.clone(), work.result.clone());
+            // The last handle: its teardown goes to a thread of its own (H20), whose clone is
+            // now the only reference to the worker that no item holds.
+            drop(w);
+            // The item's last reference: it is freed here, and unbinds (gives up its
+            // reference to the worker). The `WorkerRef` must stay valid.
+            drop(work);
+            // Let the teardown thread get to waiting for this run.
+            kernel::time::delay::fsleep(ms(20));
+            // Unbound: `Inner::bind` clones the borrowed `Arc<Inner>`; the queue is refused
+            // (closing), and dropping the returned last reference unbinds again.
+            match worker.queue(follow) {
+                Err((e, follow)) => {
+                    if e.to_errno() == eshutdown {
+                        r |= 2;
+                    }
+                    drop(follow);
+                }
+                Ok(()) => r |= 8,
+            }
+            // The same through the delayed path (bind, then `hand_over` refused).
+            if let Err(e) = worker.queue_delayed(&later, Delta::from_secs(60)) {
+                if e.to_errno() == eshutdown {
+                    r |= 4;
+                }
+            }
+            drop(later);
+            result.store(r, SeqCst);
+        }
+    }
+
+    /// A work that drops its worker's last handle and its own last reference, then queues
+    /// plain and delayed work through its `WorkerRef`: both are refused with `ESHUTDOWN`, the
+    /// worker stays valid for the rest of the run (its teardown thread's reference), every
+    /// item is freed once, the worker's thread exits and the module reference comes back.
+    #[test]
+    fn worker_and_item_dropped_then_queue_through_ref() -> Result {
+        let base = refcount();
+        let w = Worker::create(fmt!("krs-wdropall"))?;
+        let task: kernel::sync::aref::ARef<kernel::task::Task> = w.task().into();
+        let (item_drops, follow_drops, later_drops) = (counter()?, counter()?, counter()?);
+        let result = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
+        let slot = slot::<Worker>()?;
+        let item = Work::new(DropsAllThenQueues {
+            slot: slot.clone(),
+            follow: Work::new(Follow {
+                _drop: DropCount(follow_drops.clone()),
+            })?,
+            later: crate::new_delayed_work!(Armed {
+                _drop: DropCount(later_drops.clone())
+            })?,
+            result: result.clone(),
+            _drop: DropCount(item_drops.clone()),
+        })?;
+        {
+            // The worker is in the slot before the item can take it: the run waits for this
+            // lock, held until the queue has returned. The queue takes the item's only
+            // reference.
+            let mut s = slot.lock();
+            let w = s.insert(w);
+            w.queue(item).map_err(|(e, _)| e)?;
+        }
+        assert!(eventually(|| result.load(SeqCst) != 0));
+        // 1: the worker was taken; 2: queue refused; 4: queue_delayed refused; never 8.
+        assert_eq!(result.load(SeqCst), 7);
+        assert!(slot.lock().is_none());
+        // Each freed once, on the worker's thread, inside the run.
+        assert_eq!(item_drops.load(SeqCst), 1);
+        assert_eq!(follow_drops.load(SeqCst), 1);
+        assert_eq!(later_drops.load(SeqCst), 1);
+        assert!(eventually(|| {
+            // SAFETY: `task` is counted; `exit_state` is set once the thread has exited.
+            unsafe { (*task.as_ptr()).exit_state != 0 }
+        }));
+        // The teardown thread's module reference comes back (it ran, and freed the worker).
+        assert!(eventually(|| refcount() == base));
+        Ok(())
+    }
+
     /// A per-CPU set's state: a way to its own set, and a drop counter.
     struct SetState {
         slot: Slot<thread::PerCpuThreads<SetState>>,

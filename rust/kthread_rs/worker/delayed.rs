@@ -431,6 +431,7 @@ unsafe extern "C" fn delayed_work_fn<T: DelayedWorkItem>(w: *mut bindings::kthre
     // header and item.
     // SAFETY: As in `work_fn`.
     let work = unsafe { Arc::from_raw(w.cast_const().cast::<DelayedWork<T>>()) };
-    let inner = owner_of(&work.owner);
+    // SAFETY: This runs on the worker's thread.
+    let inner = unsafe { owner_of(&work.owner) };
     T::run(work, &WorkerRef { inner: &inner });
 }

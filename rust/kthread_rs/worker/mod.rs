@@ -725,17 +725,29 @@ unsafe extern "C" fn work_fn<T: WorkItem>(w: *mut bindings::kthread_work) {
         unsafe { kernel::container_of!(w.cast::<Opaque<bindings::kthread_work>>(), Work<T>, work) };
     // SAFETY: The queue entry that the worker just took held this reference (invariant).
     let work = unsafe { Arc::from_raw(item.cast_const()) };
-    let inner = owner_of(&work.owner);
+    // SAFETY: This runs on the worker's thread.
+    let inner = unsafe { owner_of(&work.owner) };
     T::run(work, &WorkerRef { inner: &inner });
 }
 
-/// The `Arc<Inner>` of the worker that an item (being run by it) is bound to.
-fn owner_of(owner: &Atomic<*mut Inner>) -> Arc<Inner> {
+/// The `Arc<Inner>` of the worker that an item (being run by it) is bound to, borrowed for the
+/// run: it takes no reference, and must not be dropped (`ManuallyDrop`).
+///
+/// # Safety
+///
+/// The caller runs on the thread of the worker that the item is bound to, and the result does
+/// not outlive the run (the caller's frame).
+unsafe fn owner_of(owner: &Atomic<*mut Inner>) -> ManuallyDrop<Arc<Inner>> {
     let p = owner.load(ordering::Acquire);
-    // SAFETY: A queued item is bound (`owner` non-null, from `Arc::into_raw`), and stays bound
-    // while it exists; the item is alive (the run's reference). Take a new reference.
-    let borrowed = ManuallyDrop::new(unsafe { Arc::from_raw(p) });
-    Arc::clone(&borrowed)
+    // SAFETY: A queued item is bound (`owner` non-null, from `Arc::into_raw`); the item is
+    // alive (the run's reference), so `p` points to its worker's `Inner`. That `Inner` outlives
+    // the run, even if the run drops the item: it is freed only by its last reference, and
+    // whoever ends the worker (its handle's drop, the teardown thread of H20, the reaper) keeps
+    // one until its thread (this thread) has stopped, while a forgotten handle's is never
+    // given up (see `PinnedDrop for Inner`: C's `kthread_worker_fn()` itself uses `raw` after
+    // each run). So the borrowed `Arc` is valid for the run, and a clone of it is a valid new
+    // reference. `ManuallyDrop`: this takes no reference, so none may be given up.
+    ManuallyDrop::new(unsafe { Arc::from_raw(p) })
 }
 
 /// The closure of [`Worker::queue_fn`], taken by its one run.

@@ -1305,7 +1305,13 @@ mod origin_tests {
         if let Some(cpu) = kernel::cpu::CpuId::from_u32(0) {
             t.bind(cpu)?;
         }
-        assert_eq!(t.start().stop()?, thread::Exit::Returned(0));
+        // Bound to CPU 0, the thread may not have run before the stop when this test runs on
+        // CPU 0 too: then C never calls its body (`NeverRan`), which is as good here.
+        let exit = t.start().stop()?;
+        assert!(matches!(
+            exit,
+            thread::Exit::Returned(0) | thread::Exit::NeverRan
+        ));
         assert!(task_of_pid(1).is_some());
         Ok(())
     }

@@ -108,11 +108,8 @@ fn mem_snapshot() -> [u64; 3] {
     let node = |item: bindings::node_stat_item| -> u64 {
         // SAFETY: `vm_node_stat` is the kernel's array of node counters, which lives forever;
         // `item` is one of its indices. A volatile read, like the C `atomic_long_read()`.
-        let v = unsafe {
-            ptr::read_volatile(
-                &raw const (*(&raw const bindings::vm_node_stat))[item as usize].counter,
-            )
-        };
+        let v =
+            unsafe { ptr::read_volatile(&raw const bindings::vm_node_stat[item as usize].counter) };
         u64::try_from(v).unwrap_or(0)
     };
     let slab = node(bindings::node_stat_item_NR_SLAB_UNRECLAIMABLE_B)
@@ -154,9 +151,14 @@ fn bench_population(pop: usize, n: usize) -> Result {
     Ok(())
 }
 
-/// Park and unpark a busy parkable thread.
+/// Park and unpark a busy parkable thread, bound to CPU 1 (the caller runs on CPU 0; unbound,
+/// the thread's CPU would change the cost from boot to boot).
 fn bench_park(n: usize) -> Result {
-    let mut t = thread::spawn_parkable(fmt!("krs-br-park"), (), |(), _| ControlFlow::Continue(()))?;
+    let cpu = CpuId::from_u32(1).or(CpuId::from_u32(0)).ok_or(EINVAL)?;
+    let mut t = thread::create_parkable_on_cpu(cpu, fmt!("krs-br-park"), (), |(), _| {
+        ControlFlow::Continue(())
+    })?
+    .start();
     let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
         let t0 = now_ns();

@@ -174,14 +174,17 @@ static int park_fn(void *data)
 	return 0;
 }
 
-/* kthread_park + kthread_unpark of a busy thread. */
+/* kthread_park + kthread_unpark of a busy thread, bound to CPU 1 (the caller runs on CPU 0;
+ * unbound, the thread's CPU would change the cost from boot to boot). */
 static void bench_park(u64 *ns, int n)
 {
-	struct task_struct *t = kthread_run(park_fn, NULL, "krs-bc-park");
+	struct task_struct *t;
 
+	t = kthread_create_on_cpu(park_fn, NULL, cpu_online(1) ? 1 : 0, "krs-bc-park/%u");
 	if (IS_ERR(t))
 		return;
 	get_task_struct(t);
+	wake_up_process(t);
 	for (int i = 0; i < n; i++) {
 		u64 t0 = ktime_get_ns();
 

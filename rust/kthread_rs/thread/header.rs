@@ -332,6 +332,17 @@ pub(super) struct Waiting {
 /// Any context that may take a spinlock.
 pub(super) fn begin_wait(target: &Header) -> Result<Waiting> {
     let current = Task::current_raw();
+    // SAFETY: `current` is alive; `flags` is read once, as the C `READ_ONCE()`, and
+    // `PF_KTHREAD` never changes once the task exists.
+    let flags = unsafe { core::ptr::read_volatile(&raw const (*current).flags) };
+    if flags & bindings::PF_KTHREAD == 0 {
+        // This module's threads are all kthreads: a user task (a system call, `insmod`) is
+        // none of them, so it closes no cycle. No lock and no lookup, which would walk a hash
+        // chain as long as the module's live threads over 64.
+        return Ok(Waiting {
+            me: core::ptr::null(),
+        });
+    }
     let mut reg = registry::lock();
     let Some(me) = reg.find(current as usize, Kind::Thread) else {
         return Ok(Waiting {

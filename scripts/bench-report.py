@@ -41,10 +41,11 @@ def main(out, kernel, mode, qemu, boots):
     runs, order, sizes, per_boot, failed = {}, [], {}, [], []
     for b in range(1, boots + 1):
         text = (out / f"boot{b}" / "dmesg").read_text(errors="replace")
-        parse(text, runs, order, sizes)
         one = {}
-        parse(text, one, [], {})
+        parse(text, one, order, sizes)
         per_boot.append(one)
+        for key, v in one.items():
+            runs.setdefault(key, []).extend(v)
         failed += [f"boot {b}: {i}: {e}" for i, e in re.findall(r"krs-bench: impl=(\w+) failed: (.*)", text)]
     cpu_file = out / "boot1" / "cpu"
     cpu = (cpu_file.read_text().split("\n") + ["?"] * 3) if cpu_file.exists() else ["?"] * 3

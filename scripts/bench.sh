@@ -8,9 +8,9 @@
 # boots the test kernel (KASAN, lockdep, kmemleak). ICOUNT=1 (the default on the production
 # kernel) runs QEMU with `-icount shift=0,sleep=off`: guest time advances one nanosecond per
 # guest instruction, so a figure counts instructions and does not depend on what else the host
-# runs; ICOUNT=0 (the default on the debug kernel, where a round takes 18 minutes with icount)
-# gives wall time. BENCH_ROUNDS (default 5) sets the rounds per boot, BENCH_BOOTS (default 1) the
-# boots; with several boots the report gives each boot's ratios and their spread.
+# runs; ICOUNT=0 (the default on the debug kernel, where one boot of one round took 18 minutes
+# with icount) gives wall time. BENCH_ROUNDS (default 5) sets the rounds per boot, BENCH_BOOTS
+# (default 1) the boots; with several boots the report gives each boot's ratios and their spread.
 # Benchmarks never fail a test run.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -27,9 +27,7 @@ rm -rf "$out"; mkdir -p "$out"
 # against the test kernel) stay as they are.
 krs_phase "bench: modules against $(basename "$KDIR")"
 copy=$out/src
-mkdir -p "$copy"
-(cd "$KRS_ROOT" && find rust/kthread_rs samples/bench -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' \) \
-	! -name '*.mod.c' -print | tar -cf - -T -) | tar -xf - -C "$copy"
+krs_copy_sources "$copy" rust/kthread_rs samples/bench
 KDIR=$KDIR KRS_M=$copy/samples/bench bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 ||
 	{ tail -n 30 "$out/build.log" >&2; krs_die "the benchmark modules did not build"; }
 gcc -O2 -Wall -Wextra -Werror -o "$out/kthread_rs_bench_tw" "$KRS_ROOT/samples/bench/user/kthread_rs_bench_tw.c"

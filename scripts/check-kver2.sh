@@ -25,10 +25,7 @@ krs_phase "check: Linux $K2 ($(basename "$KDIR2")): modules" >&2
 # A copy of the module sources (the Rust files, Kbuild files and C helpers; no objects), so
 # that the default kernel's objects in the checkout stay as they are.
 copy=$KRS_ROOT/out/kver2/src
-rm -rf "$copy"; mkdir -p "$copy"
-(cd "$KRS_ROOT" && find Kbuild rust samples -path rust/tests/compile_fail -prune -o -type f \
-	\( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) -print |
-	grep -v '\.mod\.c$' | tar -cf - -T -) | tar -xf - -C "$copy"
+krs_copy_sources "$copy" Kbuild rust samples
 if KDIR=$KDIR2 KRS_M=$copy bash "$KRS_ROOT/scripts/kmake.sh" modules \
 	> "$out/kver2-build.log" 2>&1; then
 	echo "pass linux-${K2}_modules" >> "$res"

@@ -46,3 +46,16 @@ krs_die() {
 krs_kmake_vars() {
 	echo "LLVM=$KRS_LLVM RUSTC=$KRS_BIN/rustc RUSTDOC=$KRS_BIN/rustdoc HOSTRUSTC=$KRS_BIN/rustc BINDGEN=$KRS_BIN/bindgen CLIPPY_DRIVER=$KRS_BIN/clippy-driver"
 }
+
+# Copy the module sources under the given paths of the checkout (Kbuild files, Rust and C files,
+# headers; no objects, no generated *.mod.c, not the compile-fail cases) to DEST, emptied first:
+# building there against another kernel leaves the checkout's objects as they are.
+# Usage: krs_copy_sources DEST PATH...
+krs_copy_sources() {
+	local dest=$1
+	shift
+	rm -rf "$dest"; mkdir -p "$dest"
+	(cd "$KRS_ROOT" && find "$@" -path rust/tests/compile_fail -prune -o -type f \
+		\( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) ! -name '*.mod.c' -print |
+		tar -cf - -T -) | tar -xf - -C "$dest"
+}

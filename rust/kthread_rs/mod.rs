@@ -9,6 +9,11 @@
 //! pub mod kthread_rs;
 //! ```
 //!
+//! Every function that starts code of the calling module (a thread, a worker, a task work
+//! callback) takes that module first, `module: &'static ThisModule` (`THIS_MODULE`), as the
+//! kernel crate's registrations do: in a driver, the `module` that `Module::init` was given;
+//! [`compat::this_module`] names it where none is at hand.
+//!
 //! - [`thread`]: owned and scoped kernel threads (`include/linux/kthread.h`).
 //! - [`worker`]: kthread_worker, its work and delayed work (`include/linux/kthread.h`).
 //! - [`task_work`]: callbacks run by a user task in its own context (`include/linux/task_work.h`).

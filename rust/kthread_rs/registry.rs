@@ -9,12 +9,13 @@
 //! Safe Rust may leak a handle (`mem::forget`, a reference cycle), and then no code of the
 //! module runs for it again: its thread would run on after `rmmod` in freed module text.
 //! Every thread, worker and per-CPU set made here is therefore linked into this registry from
-//! its creation until it has ended. Whoever ends it first *claims* it ([`claim`]): its owner
-//! (a handle's drop or stop), the thread itself (a thread that ends on its own), or the
-//! reaper. The claimer ends what it runs and then unlinks it ([`unlink`]); a party that finds
-//! it claimed already waits until the claimer is done. A thread stays linked (and findable by
-//! its task, [`Registry::find`]) until it has exited, so that a thread being stopped can still
-//! be told from other tasks (wait cycles, H24).
+//! its creation until it has ended, with the module whose code it runs (the `module` that its
+//! creator was given). Whoever ends it first *claims* it ([`claim`]): its owner (a handle's
+//! drop or stop), the thread itself (a thread that ends on its own), or the reaper. The
+//! claimer ends what it runs and then unlinks it ([`unlink`]); a party that finds it claimed
+//! already waits until the claimer is done. A thread stays linked (and findable by its task,
+//! [`Registry::find`]) until it has exited, so that a thread being stopped can still be told
+//! from other tasks (wait cycles, H24).
 //!
 //! The reaper is a module notifier. `delete_module()` and a failing `init` both call the
 //! `MODULE_STATE_GOING` notifiers after the module's `exit` (or `init`) and before
@@ -34,7 +35,8 @@
 //! item drops its reference by a tail call, as its last instruction
 //! (`scripts/check-tail-call.sh` checks the jumps in the built modules). Without
 //! `CONFIG_SYSFS` nothing would wait for them, so the reaper is not registered at all: leaked
-//! handles are then not reaped (documented in `Documentation/hazards.rst`).
+//! handles are then not reaped (documented in `Documentation/hazards.rst`). Being this
+//! module's memory, the reaper serves this module's entries only (`reaper::ensure`).
 
 use super::sys;
 use core::{cell::UnsafeCell, ptr::NonNull};
@@ -77,25 +79,27 @@ pub(crate) struct EntryOps {
 /// - While `linked`, the object that embeds the entry is alive and does not move, and the
 ///   entry is on the list of bucket `bucket(key)`.
 /// - `claimed` is set once, by the one party that ends the object; only that party unlinks it.
+/// - `module` is the module whose code the object runs (its creator's `module` argument).
 pub(crate) struct Entry {
     next: UnsafeCell<*mut Entry>,
     prev: UnsafeCell<*mut Entry>,
     linked: UnsafeCell<bool>,
     claimed: UnsafeCell<bool>,
     key: UnsafeCell<usize>,
-    module: *mut bindings::module,
+    module: &'static ThisModule,
     ops: &'static EntryOps,
 }
 
 // SAFETY: The list fields are only touched under the registry lock; `module` and `ops` never
-// change.
+// change (and `ThisModule` is `Sync`).
 unsafe impl Send for Entry {}
 // SAFETY: As for `Send`.
 unsafe impl Sync for Entry {}
 
 impl Entry {
-    /// A new entry of this module, not linked yet.
-    pub(crate) const fn new(module: *mut bindings::module, ops: &'static EntryOps) -> Self {
+    /// A new entry of `module` (the module whose code the object runs), not linked yet.
+    pub(crate) const fn new(module: &'static ThisModule, ops: &'static EntryOps) -> Self {
+        // INVARIANT: Not linked; `module` as the caller says.
         Entry {
             next: UnsafeCell::new(core::ptr::null_mut()),
             prev: UnsafeCell::new(core::ptr::null_mut()),
@@ -107,8 +111,14 @@ impl Entry {
         }
     }
 
-    /// The module that the entry belongs to.
+    /// The `struct module` that the entry belongs to (null: built in).
     pub(crate) fn module(&self) -> *mut bindings::module {
+        self.module.as_ptr()
+    }
+
+    /// The module that the entry belongs to, for an object that makes another of its own (a
+    /// teardown thread).
+    pub(crate) fn owner(&self) -> &'static ThisModule {
         self.module
     }
 }
@@ -261,7 +271,7 @@ impl Registry {
             while !p.is_null() {
                 // SAFETY: Linked entries are alive; the registry is locked.
                 let (e, next) = unsafe { (&*p, *(*p).next.get()) };
-                if e.module == module && e.ops.kind == kind && self.claim(e) {
+                if e.module() == module && e.ops.kind == kind && self.claim(e) {
                     // SAFETY: Claimed just now, with the registry locked, as `prepare` wants.
                     unsafe { (e.ops.prepare)(NonNull::from(e)) };
                     return NonNull::new(p);
@@ -279,7 +289,7 @@ impl Registry {
             while !p.is_null() {
                 // SAFETY: Linked entries are alive; the registry is locked.
                 unsafe {
-                    if (*p).module == module {
+                    if (*p).module() == module {
                         return true;
                     }
                     p = *(*p).next.get();
@@ -333,7 +343,7 @@ pub(crate) fn claim_and_unlink(e: &Entry) -> bool {
 /// Any context that may take a spinlock.
 pub(crate) unsafe fn link(e: NonNull<Entry>, key: usize) {
     // SAFETY: `e` is alive (the caller's guarantee).
-    reaper::ensure(unsafe { e.as_ref() }.module);
+    reaper::ensure(unsafe { e.as_ref() }.module());
     // SAFETY: By the function's safety requirements.
     unsafe { lock().link(e, key) };
 }
@@ -419,11 +429,18 @@ mod reaper {
     /// Start the reaper of `module` unless it is started already (or `module` is built in,
     /// and never unloaded).
     ///
+    /// Only this module's entries can be reaped here: the notifier, its work items and this
+    /// registry are this module's memory, and it reaps at this module's going only. An entry
+    /// of another module is not reaped by anyone, so nothing is registered for it. Safe code
+    /// cannot make one: the only safe way to a `&'static ThisModule` is the `module!` macro of
+    /// the crate that calls this API, which is this module (kthread-rs is included into each
+    /// module crate that uses it).
+    ///
     /// # Context
     ///
     /// Any context that may take a spinlock (it queues a work item).
     pub(super) fn ensure(module: *mut bindings::module) {
-        if module.is_null() || STARTED.load(ordering::Acquire) {
+        if module.is_null() || module != sys::this_module() || STARTED.load(ordering::Acquire) {
             return;
         }
         if STARTED.cmpxchg(false, true, ordering::Full).is_err() {
@@ -433,7 +450,8 @@ mod reaper {
         // objects before the work item queued below. They are module memory, valid until the
         // module is freed, which waits for the kobject reference that the work items hold
         // while they run (see the module documentation). The work items are set up as
-        // `INIT_WORK()` does, with static lock classes.
+        // `INIT_WORK()` does, with static lock classes. `module` is this module (checked
+        // above), alive while its code runs.
         unsafe {
             REAPER.nb.get().write(bindings::notifier_block {
                 notifier_call: Some(module_notify),

@@ -20,8 +20,10 @@
 //! ```ignore
 //! use kthread_rs::service;
 //!
+//! # let module = kthread_rs::compat::this_module();
 //! // Init (allocate, probe) in the thread itself; the starter learns whether it worked.
 //! let t = service::spawn_with_init(
+//!     module,
 //!     fmt!("mydrv-init"),
 //!     |_ctx| KVec::<u8>::with_capacity(4096, GFP_KERNEL).map_err(|_| ENOMEM),
 //!     |buf, _ctx| buf.capacity(),
@@ -29,7 +31,7 @@
 //! let capacity = t.stop()?;
 //!
 //! // A service: one step per wake, coalesced while a step runs.
-//! let svc = service::spawn_service(fmt!("mydrv-svc"), 0u32, |n| {
+//! let svc = service::spawn_service(module, fmt!("mydrv-svc"), 0u32, |n| {
 //!     *n += 1;
 //!     *n
 //! })?;
@@ -89,13 +91,15 @@ pub struct InitThread<T> {
 /// Create a thread that runs `init` and then, if it succeeded, `main` with its value; return
 /// once `init` has run, with its error if it failed (the thread has then ended and been reaped).
 ///
-/// `init`'s value stays in the new thread: it need not be `Send`. The starter waits for `init`
-/// uninterruptibly, as a C driver's `wait_for_completion()` after `kthread_run()` would.
+/// `module` is the module whose code the thread runs (`THIS_MODULE`). `init`'s value stays in
+/// the new thread: it need not be `Send`. The starter waits for `init` uninterruptibly, as a C
+/// driver's `wait_for_completion()` after `kthread_run()` would.
 ///
 /// # Context
 ///
 /// May sleep (it waits for `init`).
 pub fn spawn_with_init<S, T, I, M>(
+    module: &'static ThisModule,
     name: fmt::Arguments<'_>,
     init: I,
     main: M,
@@ -114,7 +118,7 @@ where
         GFP_KERNEL,
     )?;
     let theirs = ReportOnDrop(report.clone());
-    let thread = thread::spawn(name, move |ctx| match init(ctx) {
+    let thread = thread::spawn(module, name, move |ctx| match init(ctx) {
         Ok(state) => {
             theirs.0.report(Ok(()));
             Some(main(state, ctx))
@@ -188,10 +192,13 @@ pub struct Service<T> {
 /// Start a thread that calls `step(&mut state)` once for every [`Service::wake`] (wakes that
 /// arrive during a step are coalesced into one more step), until [`Service::stop`].
 ///
+/// `module` is the module whose code the thread runs (`THIS_MODULE`).
+///
 /// # Context
 ///
 /// May sleep.
 pub fn spawn_service<S, T, F>(
+    module: &'static ThisModule,
     name: fmt::Arguments<'_>,
     mut state: S,
     mut step: F,
@@ -204,7 +211,7 @@ where
     kernel::task::might_sleep();
     let pending = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
     let theirs = pending.clone();
-    let thread = thread::spawn(name, move |ctx| {
+    let thread = thread::spawn(module, name, move |ctx| {
         let mut last = None;
         // The flag is taken before the step: a wake during the step sets it again, and the
         // next `wait_until` sees it at once.

@@ -108,11 +108,17 @@ pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
 /// This module (null when built in): the one whose code is running, as this file is included
 /// into each module crate (see [`super`]).
 ///
+/// Only the out-of-tree reaper (`registry::reaper`) uses it: its notifier and work items are
+/// this module's memory, so they need this very module. Everything else uses the module that
+/// the caller passed (`module: &'static ThisModule`), as an abstraction of the kernel crate
+/// does, where no `__this_module` exists.
+///
 /// Kernel versions: through 7.2, `module!` defined a `static THIS_MODULE` at the crate root;
 /// 7.3 replaced it with `<LocalModule as ModuleMetadata>::THIS_MODULE` (rust/kernel/module.rs,
 /// rust/macros/module.rs). Both stand for `__this_module`, which modpost defines in every
 /// module's `.mod.c`, so naming that symbol here builds on both.
 #[inline(always)]
+#[cfg_attr(not(CONFIG_SYSFS), allow(dead_code))] // Without sysfs there is no reaper.
 pub(crate) fn this_module() -> *mut bindings::module {
     // Only the address is taken (no reference, no read): safe since Rust 1.82.
     #[cfg(MODULE)]
@@ -123,54 +129,61 @@ pub(crate) fn this_module() -> *mut bindings::module {
     core::ptr::null_mut()
 }
 
-/// Take a reference on this module, so that it cannot be unloaded until [`this_module_put`]
-/// (`try_module_get(THIS_MODULE)`); for code of this module that runs with no owner to wait
-/// for it: task work callbacks and detached threads.
+/// Take a reference on `module`, so that it cannot be unloaded until [`module_put`]
+/// (`try_module_get()`); for code of `module` that runs with no owner to wait for it: task
+/// work callbacks and detached threads.
 ///
 /// `EBUSY` unless the module is live. A module whose `init` fails is freed whatever
 /// references it has, so nothing may be left running before `init` has returned; once live, a
-/// module is freed only when its count is zero.
+/// module is freed only when its count is zero. Null (built in) always succeeds.
 ///
-/// The module is [`this_module`]: this file is included into each module crate (see
-/// [`super`]), so it always names the module whose code is running. Null (built in) always
-/// succeeds.
-pub(crate) fn this_module_get() -> Result {
-    let module = this_module();
+/// # Safety
+///
+/// `module` is null (built in) or the module of a `&'static ThisModule` (its `as_ptr()`) that
+/// the caller was given: a `struct module` that is not freed while this runs.
+pub(crate) unsafe fn module_get(module: *mut bindings::module) -> Result {
     if module.is_null() {
         return Ok(());
     }
-    // SAFETY: `module` is this module, which is not freed while its code runs; `state` is a
-    // plain enum that the module loader writes (read once, like the C `READ_ONCE()`).
+    // SAFETY: By the function's safety requirements `module` is a `struct module` that is not
+    // freed meanwhile; `state` is a plain enum that the module loader writes (read once, like
+    // the C `READ_ONCE()`).
     let state = unsafe { core::ptr::read_volatile(&raw const (*module).state) };
     if state != bindings::module_state_MODULE_STATE_LIVE {
         return Err(EBUSY);
     }
     // Live a moment ago; if its unload has begun since, this fails.
-    this_module_get_unless_going()
+    // SAFETY: By the function's safety requirements.
+    unsafe { module_get_unless_going(module) }
 }
 
-/// Like [`this_module_get`], but also while the module's `init` still runs: `EBUSY` only once
+/// Like [`module_get`], but also while the module's `init` still runs: `EBUSY` only once
 /// its unload has begun. For code that may already be running on behalf of the module during
 /// `init`, where refusing would leave it with no owner either way.
-pub(crate) fn this_module_get_unless_going() -> Result {
-    // SAFETY: `this_module()` is this module (or null, built in), which is not freed while its
-    // code runs; `try_module_get()` fails once its unload has begun.
-    if unsafe { bindings::try_module_get(this_module()) } {
+///
+/// # Safety
+///
+/// As for [`module_get`].
+pub(crate) unsafe fn module_get_unless_going(module: *mut bindings::module) -> Result {
+    // SAFETY: By the function's safety requirements `module` is null (built in) or a module
+    // that is not freed while this runs; `try_module_get()` fails once its unload has begun.
+    if unsafe { bindings::try_module_get(module) } {
         Ok(())
     } else {
         Err(EBUSY)
     }
 }
 
-/// Give back a reference taken by [`this_module_get`] or [`this_module_get_unless_going`]
-/// (`module_put(THIS_MODULE)`).
+/// Give back a reference on `module` taken by [`module_get`] or [`module_get_unless_going`]
+/// (`module_put()`).
 ///
 /// # Safety
 ///
-/// The caller owns a reference taken by [`this_module_get`], and gives it up. Once this
-/// returns, the module may be freed: the caller must not return into this module's code. Use
-/// it only where no module code runs afterwards, or where something else still pins it.
-pub(crate) unsafe fn this_module_put() {
+/// The caller owns a reference on `module` (null: built in) taken by [`module_get`] or
+/// [`module_get_unless_going`], and gives it up. Once this returns, the module may be freed:
+/// the caller must not return into its code. Use it only where no code of `module` runs
+/// afterwards, or where something else still pins it.
+pub(crate) unsafe fn module_put(module: *mut bindings::module) {
     // SAFETY: By the function's safety requirements; `module_put(NULL)` does nothing.
-    unsafe { bindings::module_put(this_module()) };
+    unsafe { bindings::module_put(module) };
 }

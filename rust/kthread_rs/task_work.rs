@@ -35,9 +35,10 @@
 //! or by [`Pending::cancel`]), or is dropped when its allocation is freed: never two of these.
 //!
 //! `task_work_cancel()` and its siblings are not exported to modules, so once a callback is
-//! queued, the C code will call it. Its code is in this module; so each queued callback holds a
-//! reference on the module (`try_module_get()`), which it drops as its very last action, and
-//! `rmmod` is refused while any callback is still queued. A module whose `init` fails is freed
+//! queued, the C code will call it. Its code is in the caller's module (the `module` argument,
+//! `THIS_MODULE`); so each queued callback holds a reference on that module
+//! (`try_module_get()`), which it drops as its very last action, and `rmmod` is refused while
+//! any callback is still queued. A module whose `init` fails is freed
 //! whatever its reference count, so [`add`] refuses to queue until the module is live: no task
 //! work from `init`. A cancel through the [`Pending`] handle
 //! takes the callback out, so that when the task later calls it, it only frees the allocation and
@@ -45,13 +46,13 @@
 //! instruction of the C-called function after `module_put()`. The kernel closes the same window
 //! for kthreads with `module_put_and_kthread_exit()`, and has no such helper for task work. The
 //! function ends in a tail call to `module_put()` so that, when the compiler emits it as a jump,
-//! nothing of this module runs after the reference is gone; `make check` verifies the jump in
+//! nothing of the module runs after the reference is gone; `make check` verifies the jump in
 //! the built x86-64 modules (`scripts/check-tail-call.sh`), and other architectures are
 //! unchecked.
 //!
-//! The module comes from `__this_module` (the `THIS_MODULE` of C): this file is included into
-//! each module crate (see [`super`]), so it always names the module that holds the callback's
-//! code. As a `rust/kernel` abstraction it would take a `&'static ThisModule` instead.
+//! The module is the `&'static ThisModule` that [`add`] and [`add_cancelable`] take first, as
+//! the kernel crate's registrations do: the module whose code the callback is (in a driver, the
+//! one that `Module::init` was given).
 //!
 //! # Kernel threads
 //!
@@ -68,9 +69,10 @@
 //! use kernel::prelude::*;
 //! use kthread_rs::task_work::{self, Notify};
 //!
+//! # let module = kthread_rs::compat::this_module();
 //! // Called in a system call: finish the job when this process returns to user mode.
 //! let buf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
-//! task_work::add(kernel::current!(), Notify::Resume, move || {
+//! task_work::add(module, kernel::current!(), Notify::Resume, move || {
 //!     pr_info!("{} bytes, in pid {}\n", buf.len(), kernel::current!().pid());
 //! })
 //! .map_err(|(e, _callback)| e)?;
@@ -83,11 +85,16 @@
 //! use kernel::{prelude::*, task::Task};
 //! use kthread_rs::task_work::{self, Notify};
 //!
-//! fn defer(task: &Task) -> Result<task_work::Pending<impl task_work::Callback>> {
-//!     task_work::add_cancelable(task, Notify::Signal, || pr_info!("ran\n")).map_err(|(e, _)| e)
+//! fn defer(
+//!     module: &'static ThisModule,
+//!     task: &Task,
+//! ) -> Result<task_work::Pending<impl task_work::Callback>> {
+//!     task_work::add_cancelable(module, task, Notify::Signal, || pr_info!("ran\n"))
+//!         .map_err(|(e, _)| e)
 //! }
 //!
-//! let pending = defer(kernel::current!())?;
+//! # let module = kthread_rs::compat::this_module();
+//! let pending = defer(module, kernel::current!())?;
 //! // Not run yet (this task has not returned to user mode): take it back.
 //! if let Some(callback) = pending.cancel() {
 //!     drop(callback);
@@ -170,17 +177,20 @@ fn task_flags(task: *mut bindings::task_struct) -> u32 {
 /// - `work` holds the callback while `taken` is false. Whoever swaps `taken` from false to true
 ///   (see [`Node::take`]) owns the callback from then on; nothing else touches `work`.
 /// - Once `head` has been handed to `task_work_add()` successfully, the C code owns one `Arc`
-///   reference and one module reference, both given back by [`task_work_func`].
+///   reference and one reference on `module`, both given back by [`task_work_func`].
+/// - `module` is the module whose code the callback is (the caller's `module` argument).
 struct Node<W> {
     head: Opaque<bindings::callback_head>,
     taken: AtomicBool,
     work: UnsafeCell<ManuallyDrop<W>>,
+    module: &'static ThisModule,
 }
 
 // SAFETY: The callback is only ever moved out (once) and dropped, never shared (the
 // invariants), so a `Node` may be used from any thread when the callback is `Send`. `head` is
 // touched only through raw pointers by `task_work_add()` and `task_work_run()`, which
-// synchronise on the task's `task_works` with `cmpxchg` (and `pi_lock`).
+// synchronise on the task's `task_works` with `cmpxchg` (and `pi_lock`). `module` never
+// changes, and `ThisModule` is `Sync`.
 unsafe impl<W: Send> Send for Node<W> {}
 // SAFETY: As above: `&Node` gives access to the callback only through the atomic `taken`, like
 // a `Mutex<W>` that is `Sync` for `W: Send`; no `&W` is ever handed out.
@@ -207,35 +217,45 @@ impl<W> Drop for Node<W> {
 
 /// Queue `work` to run in the context of `task`; see the [module documentation](self).
 ///
+/// `module` is the module whose code the callback is (`THIS_MODULE`): the queued callback holds
+/// a reference on it until it has run.
+///
 /// On error the callback comes back untouched with the error:
 /// - `EINVAL`: `task` is a kernel thread or a user worker, which never returns to user mode;
 /// - `ESRCH`: `task` is past the point in its exit where it runs task work;
 /// - `ENOMEM`: the allocation failed;
-/// - `EBUSY`: this module is not live: its `init` has not returned yet, or it is being
-///   unloaded.
+/// - `EBUSY`: `module` is not live: its `init` has not returned yet, or it is being unloaded.
 ///
 /// # Context
 ///
 /// May sleep (the node is allocated with `GFP_KERNEL`).
-pub fn add<W: Callback>(task: &Task, notify: Notify, work: W) -> Result<(), (Error, W)> {
+pub fn add<W: Callback>(
+    module: &'static ThisModule,
+    task: &Task,
+    notify: Notify,
+    work: W,
+) -> Result<(), (Error, W)> {
     kernel::task::might_sleep();
     // The C code holds the node's only reference.
-    let node = new_node(task, work)?;
+    let node = new_node(module, task, work)?;
     queue_node(task, notify, node).map_err(|(e, node)| (e, give_back(node)))
 }
 
 /// As [`add`], and return a handle that can take the callback back while it has not started.
 ///
+/// `module` is the module whose code the callback is (`THIS_MODULE`).
+///
 /// # Context
 ///
 /// May sleep.
 pub fn add_cancelable<W: Callback>(
+    module: &'static ThisModule,
     task: &Task,
     notify: Notify,
     work: W,
 ) -> Result<Pending<W>, (Error, W)> {
     kernel::task::might_sleep();
-    let node = new_node(task, work)?;
+    let node = new_node(module, task, work)?;
     let kept = node.clone();
     match queue_node(task, notify, node) {
         Ok(()) => Ok(Pending { node: kept }),
@@ -246,8 +266,13 @@ pub fn add_cancelable<W: Callback>(
     }
 }
 
-/// A node holding `work`, for `task`; `EINVAL` if `task` never returns to user mode.
-fn new_node<W: Callback>(task: &Task, work: W) -> Result<Arc<Node<W>>, (Error, W)> {
+/// A node holding `work`, code of `module`, for `task`; `EINVAL` if `task` never returns to
+/// user mode.
+fn new_node<W: Callback>(
+    module: &'static ThisModule,
+    task: &Task,
+    work: W,
+) -> Result<Arc<Node<W>>, (Error, W)> {
     if task_flags(task.as_ptr()) & (bindings::PF_KTHREAD | bindings::PF_USER_WORKER) != 0 {
         return Err((EINVAL, work));
     }
@@ -261,19 +286,22 @@ fn new_node<W: Callback>(task: &Task, work: W) -> Result<Arc<Node<W>>, (Error, W
             // INVARIANT: `work` holds the callback and `taken` is false: nothing has taken it.
             taken: AtomicBool::new(false),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
+            module,
         })
         .into())
 }
 
 /// Queue `node`, never queued before, on `task`: the C code takes this reference (and one on
-/// the module) until it calls `task_work_func`. On error the reference comes back.
+/// the node's module) until it calls `task_work_func`. On error the reference comes back.
 fn queue_node<W: Callback>(
     task: &Task,
     notify: Notify,
     node: Arc<Node<W>>,
 ) -> Result<(), (Error, Arc<Node<W>>)> {
-    // Queued callbacks run this module's code with no owner to wait for them (H17).
-    if let Err(e) = sys::this_module_get() {
+    // Queued callbacks run the module's code with no owner to wait for them (H17).
+    let module = node.module.as_ptr();
+    // SAFETY: The module of a `&'static ThisModule` (the node's).
+    if let Err(e) = unsafe { sys::module_get(module) } {
         return Err((e, node));
     }
     let raw = Arc::into_raw(node);
@@ -288,9 +316,10 @@ fn queue_node<W: Callback>(
     let ret = unsafe { bindings::task_work_add(task.as_ptr(), head, notify.as_raw()) };
     if ret != 0 {
         // SAFETY: The C code did not take `head`, so the reference leaked above is still ours,
-        // and so is the module reference.
+        // and so is the module reference. The caller runs the module's code, so whatever called
+        // it keeps the module.
         let node = unsafe {
-            sys::this_module_put();
+            sys::module_put(module);
             Arc::from_raw(raw)
         };
         return Err((Error::from_errno(ret), node));
@@ -319,21 +348,23 @@ fn give_back<W>(node: Arc<Node<W>>) -> W {
 /// `head` is the `head` of a `Node<W>` that [`queue_node`] queued, and the C code calls this once.
 unsafe extern "C" fn task_work_func<W: Callback>(head: *mut bindings::callback_head) {
     // SAFETY: By the safety requirement.
-    unsafe { run_and_free::<W>(head) };
-    // SAFETY: `queue_node` took this reference for this call. This is the function's last call,
-    // with nothing of ours to run after it, so the compiler makes it a jump (after restoring
-    // the frame pointer): `module_put()` returns straight to the C code
+    let module = unsafe { run_and_free::<W>(head) };
+    // SAFETY: `queue_node` took this reference on the node's module for this call. This is the
+    // function's last call, with nothing of ours to run after it, so the compiler makes it a
+    // jump (after restoring the frame pointer): `module_put()` returns straight to the C code
     // (`scripts/check-tail-call.sh` checks the built modules).
-    unsafe { bindings::module_put(sys::this_module()) }
+    unsafe { bindings::module_put(module) }
 }
 
-/// The body of [`task_work_func`], kept out of it so that it has no frame.
+/// The body of [`task_work_func`], kept out of it so that it has no frame: run the callback if
+/// it is still there, free the node, and return the node's module (on which the caller holds
+/// the reference that `queue_node` took).
 ///
 /// # Safety
 ///
 /// As for [`task_work_func`].
 #[inline(never)]
-unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
+unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) -> *mut bindings::module {
     // SAFETY: By the safety requirement `head` is in a `Node<W>` (`Opaque` is transparent), and
     // the reference that `queue_node` leaked for this call is ours now.
     let node = unsafe {
@@ -343,9 +374,11 @@ unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) {
             head
         ))
     };
+    let module = node.module.as_ptr();
     if let Some(work) = node.take() {
         work.run();
     }
+    module
 }
 
 /// A queued callback that the caller can still call off.
@@ -357,7 +390,7 @@ pub struct Pending<W> {
 
 impl<W: Callback> Pending<W> {
     /// Take the callback back if it has not started: the target task will then find an empty
-    /// node, which it only frees (releasing this module's reference). Returns `None` if the
+    /// node, which it only frees (releasing its module reference). Returns `None` if the
     /// callback has started or was taken back already.
     ///
     /// # Context

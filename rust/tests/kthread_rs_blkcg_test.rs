@@ -25,6 +25,7 @@ use kernel::{
 
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
+use kthread_rs::compat::this_module;
 
 use kthread_rs::thread::{self, CgroupSubsysState};
 
@@ -164,7 +165,7 @@ fn run() -> Result<Res> {
     let root = unsafe { blkcg_root_css } as usize;
     let (dev, mut res) = (&dev, Res::default());
     res.user_is_root = yes(user_css == root);
-    let r = thread::scope(|s| -> Result<Res> {
+    let r = thread::scope(this_module(), |s| -> Result<Res> {
         let t = s.spawn(fmt!("krs-blkcg"), |ctx| -> Result<Res> {
             let mut r = Res {
                 before_is_root: yes(dev.css_of_new_bio()? == root),

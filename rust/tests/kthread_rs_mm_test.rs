@@ -22,6 +22,7 @@ use kernel::{
 
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
+use kthread_rs::compat::this_module;
 
 use kthread_rs::thread;
 
@@ -89,7 +90,7 @@ fn write_user(addr: usize, value: u64) -> Result {
 /// In a new kthread: use `mm`, write `value` at `addr`, and say how it went.
 fn lend(mm: ARef<MmWithUser>, req: Req, how: How) -> Result {
     let addr = usize::try_from(req.addr)?;
-    let t = thread::spawn(fmt!("krs-mm"), move |ctx| -> Result {
+    let t = thread::spawn(this_module(), fmt!("krs-mm"), move |ctx| -> Result {
         match how {
             How::Write => ctx.with_mm(&mm, |_| write_user(addr, req.value))?,
             How::WriteAfterDrop => {

@@ -51,7 +51,7 @@ fn counter() -> Result<kernel::sync::Arc<core::sync::atomic::AtomicUsize>> {
 /// This module's reference count.
 fn refcount() -> i32 {
     // SAFETY: `this_module()` is this module, loaded while its tests run.
-    unsafe { kernel::bindings::module_refcount(crate::kthread_rs::sys::this_module()) }
+    unsafe { kernel::bindings::module_refcount(kthread_rs::compat::this_module().as_ptr()) }
 }
 
 /// H20: a handle dropped on its own thread. At 5a5a289 each case printed "dropped its own
@@ -67,6 +67,7 @@ mod self_drop {
     };
     use super::{counter, refcount, DropCount};
     use crate::common::{eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst},
@@ -94,7 +95,7 @@ mod self_drop {
         let slot = slot::<thread::Thread<DropCount>>()?;
         let seen = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
         let (sl, c, r, s) = (slot.clone(), closure.clone(), result.clone(), seen.clone());
-        let t = thread::spawn(fmt!("krs-selfdrop"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-selfdrop"), move |ctx| {
             let _mine = DropCount(c);
             let me = loop {
                 if let Some(me) = sl.lock().take() {
@@ -125,6 +126,7 @@ mod self_drop {
         let slot = slot::<thread::ParkableThread<DropCount>>()?;
         let sl = slot.clone();
         let t = thread::spawn_parkable(
+            this_module(),
             fmt!("krs-pselfdrop"),
             DropCount(state.clone()),
             move |_s, ctx| {
@@ -149,7 +151,7 @@ mod self_drop {
         let slot = slot::<service::Service<u32>>()?;
         let sl = slot.clone();
         let mut first = Some(DropCount(state.clone()));
-        let svc = service::spawn_service(fmt!("krs-svcself"), 0u32, move |n| {
+        let svc = service::spawn_service(this_module(), fmt!("krs-svcself"), 0u32, move |n| {
             let _state = first.take();
             drop(sl.lock().take());
             *n += 1;
@@ -200,7 +202,7 @@ mod self_drop {
     #[test]
     fn worker_dropped_by_own_work() -> Result {
         let base = refcount();
-        let w = Worker::create(fmt!("krs-wselfdrop"))?;
+        let w = Worker::create(this_module(), fmt!("krs-wselfdrop"))?;
         let task: kernel::sync::aref::ARef<kernel::task::Task> = w.task().into();
         let drops = counter()?;
         let armed = crate::new_delayed_work!(Armed {
@@ -298,7 +300,7 @@ mod self_drop {
     #[test]
     fn worker_and_item_dropped_then_queue_through_ref() -> Result {
         let base = refcount();
-        let w = Worker::create(fmt!("krs-wdropall"))?;
+        let w = Worker::create(this_module(), fmt!("krs-wdropall"))?;
         let task: kernel::sync::aref::ARef<kernel::task::Task> = w.task().into();
         let (item_drops, follow_drops, later_drops) = (counter()?, counter()?, counter()?);
         let result = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
@@ -365,6 +367,7 @@ mod self_drop {
         let slot = slot::<thread::PerCpuThreads<SetState>>()?;
         let (sl, m, d) = (slot.clone(), made.clone(), drops.clone());
         let set = thread::PerCpuThreads::new(
+            this_module(),
             c"krs-pcself",
             move |_cpu| {
                 m.fetch_add(1, SeqCst);
@@ -392,6 +395,7 @@ mod cycles {
     use super::kthread_rs::thread::{self, Exit, PerCpuThreads};
     use super::{counter, refcount, DropCount};
     use crate::common::{eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicI32, AtomicUsize, Ordering::SeqCst},
@@ -441,7 +445,7 @@ mod cycles {
                 go.clone(),
                 outcomes.clone(),
             );
-            let t = thread::spawn(fmt!("krs-cycle/{i}"), move |ctx| {
+            let t = thread::spawn(this_module(), fmt!("krs-cycle/{i}"), move |ctx| {
                 let handle = loop {
                     if g.load(SeqCst) == 2 {
                         if let Some(h) = other.lock().take() {
@@ -517,7 +521,7 @@ mod cycles {
                 go.clone(),
                 dropped.clone(),
             );
-            let t = thread::spawn(fmt!("krs-dcycle/{i}"), move |ctx| {
+            let t = thread::spawn(this_module(), fmt!("krs-dcycle/{i}"), move |ctx| {
                 let handle = loop {
                     if g.load(SeqCst) == 2 {
                         if let Some(h) = other.lock().take() {
@@ -549,6 +553,7 @@ mod cycles {
 
     fn try_nested_set() -> i32 {
         match PerCpuThreads::new(
+            this_module(),
             c"krs-nested",
             |_cpu| 0u8,
             |_s, ctx| {
@@ -583,6 +588,7 @@ mod cycles {
         IN_STEP.store(0, SeqCst);
         STEPS.store(0, SeqCst);
         let set = PerCpuThreads::new(
+            this_module(),
             c"krs-outer",
             |_cpu| {
                 IN_INIT.store(try_nested_set(), SeqCst);
@@ -608,6 +614,7 @@ mod contexts {
         worker::{DelayedWork, DelayedWorkItem, Worker, WorkerRef},
     };
     use crate::common::{eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
@@ -629,7 +636,7 @@ mod contexts {
         let ready: Arc<Mutex<bool>> = Arc::pin_init(new_mutex!(false), GFP_KERNEL)?;
         let entered = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let (r, e) = (ready.clone(), entered.clone());
-        let t = thread::spawn(fmt!("krs-sleepcond"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-sleepcond"), move |ctx| {
             let start = Instant::<Monotonic>::now();
             let why = ctx.wait_until(
                 || {
@@ -666,7 +673,7 @@ mod contexts {
     /// invalid context".
     #[test]
     fn percpu_wake_and_is_parked_under_spinlock() -> Result {
-        let set = PerCpuThreads::new(c"krs-pcatomic", |_cpu| 0u8, idle_step)?;
+        let set = PerCpuThreads::new(this_module(), c"krs-pcatomic", |_cpu| 0u8, idle_step)?;
         let lock: Pin<KBox<SpinLock<u32>>> = KBox::pin_init(new_spinlock!(0), GFP_KERNEL)?;
         let cpu = CpuId::from_u32(0).ok_or(EINVAL)?;
         assert!(eventually(|| set.is_parked(cpu).is_some()));
@@ -708,7 +715,7 @@ mod contexts {
     /// in the caller's context, an interrupt maybe).
     #[test]
     fn queue_delayed_leaves_the_last_reference_to_the_caller() -> Result {
-        let w = Worker::create(fmt!("krs-qdref"))?;
+        let w = Worker::create(this_module(), fmt!("krs-qdref"))?;
         let seen = counter()?;
         let item = crate::new_delayed_work!(WhereDropped {
             worker: w.task().as_ptr().cast_const(),

@@ -37,6 +37,7 @@ use kernel::{
 
 #[path = "../kthread_rs/mod.rs"]
 pub mod kthread_rs;
+use kthread_rs::compat::this_module;
 
 use kthread_rs::{
     sys,
@@ -62,14 +63,15 @@ struct TaskWorkTest {
 static INIT_ADD: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
 
 impl kernel::InPlaceModule for TaskWorkTest {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         // A module whose init fails is freed whatever its reference count: no task work yet.
         let probe = Probe {
             slot: SLOTS - 2,
             uaddr: 0,
             magic: 0x1a17,
         };
-        let (errno, back) = match task_work::add(kernel::current!(), Notify::Resume, probe) {
+        let (errno, back) = match task_work::add(module, kernel::current!(), Notify::Resume, probe)
+        {
             Ok(()) => (0, 0),
             Err((e, probe)) => (e.to_errno(), i32::from(probe.magic == 0x1a17)),
         };
@@ -274,10 +276,10 @@ impl TwFile {
             // SAFETY: `fail_nth` of `current` is only used by fault injection, in this task.
             unsafe { (*Task::current_raw()).fail_nth = req.fail_nth };
             let r = if cancelable {
-                task_work::add_cancelable(&task, notify, probe)
+                task_work::add_cancelable(this_module(), &task, notify, probe)
                     .map(|p| self.state.lock().pending = Some(p))
             } else {
-                task_work::add(&task, notify, probe)
+                task_work::add(this_module(), &task, notify, probe)
             };
             // SAFETY: As above.
             unsafe { (*Task::current_raw()).fail_nth = 0 };
@@ -354,7 +356,7 @@ impl MiscDevice for TwFile {
                     uaddr: 0,
                     magic: 0,
                 };
-                if task_work::add(current, Notify::Resume, probe).is_err() {
+                if task_work::add(this_module(), current, Notify::Resume, probe).is_err() {
                     break;
                 }
             }
@@ -406,7 +408,7 @@ impl MiscDevice for TwFile {
             TW_SLEEPERS => Ok(isize::try_from(me.state.lock().sleepers)?),
             TW_REFCOUNT => {
                 // SAFETY: This module is live: this code runs in it.
-                let n = unsafe { bindings::module_refcount(sys::this_module()) };
+                let n = unsafe { bindings::module_refcount(this_module().as_ptr()) };
                 Ok(isize::try_from(n)?)
             }
             TW_ARM_ON_CLOSE => {
@@ -424,6 +426,7 @@ impl MiscDevice for TwFile {
 #[kunit_tests(kthread_rs_task_work)]
 mod tests {
     use super::{kthread_rs::thread, Probe, INIT_ADD, RECORDS};
+    use crate::kthread_rs::compat::this_module;
     use crate::kthread_rs::task_work::{self, Notify};
     use core::sync::atomic::Ordering::SeqCst;
     use kernel::prelude::*;
@@ -451,7 +454,7 @@ mod tests {
     fn current_kthread_is_refused() -> Result {
         RECORDS[SLOT].reset();
         for notify in [Notify::Resume, Notify::Signal, Notify::SignalNoIpi] {
-            let r = task_work::add(kernel::current!(), notify, probe());
+            let r = task_work::add(this_module(), kernel::current!(), notify, probe());
             let Err((e, back)) = r else {
                 return Err(EINVAL);
             };
@@ -470,10 +473,10 @@ mod tests {
     #[test]
     fn other_kthread_is_refused() -> Result {
         RECORDS[SLOT].reset();
-        let t = thread::spawn(fmt!("krs-tw-target"), |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-tw-target"), |ctx| {
             ctx.wait_until(|| false, None);
         })?;
-        let r = task_work::add_cancelable(&t, Notify::Signal, probe());
+        let r = task_work::add_cancelable(this_module(), &t, Notify::Signal, probe());
         let refused = matches!(&r, Err((e, back)) if *e == EINVAL && back.magic == 0x6b74);
         drop(r);
         t.stop()?;

@@ -47,13 +47,16 @@ struct ThreadTest {
 
 /// A freezer probe: polls `freezable_should_stop()` between short uninterruptible sleeps
 /// (which the freezer waits out), and returns how often it was frozen.
-fn freezer_probe(freezable: bool) -> Result<kthread_rs::thread::Thread<u32>> {
+fn freezer_probe(
+    module: &'static ThisModule,
+    freezable: bool,
+) -> Result<kthread_rs::thread::Thread<u32>> {
     let name = if freezable {
         "krs-frz-probe"
     } else {
         "krs-nofrz-probe"
     };
-    let mut t = kthread_rs::thread::create(fmt!("{name}"), |ctx| {
+    let mut t = kthread_rs::thread::create(module, fmt!("{name}"), |ctx| {
         let mut frozen = 0u32;
         loop {
             let mut was_frozen = false;
@@ -85,11 +88,11 @@ impl Drop for ThreadTest {
 }
 
 impl kernel::Module for ThreadTest {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         use core::sync::atomic::Ordering::Relaxed;
-        let early = kthread_rs::thread::spawn_detached(fmt!("krs-early"), |_ctx| {});
+        let early = kthread_rs::thread::spawn_detached(module, fmt!("krs-early"), |_ctx| {});
         INIT_DETACHED.store(early.err().map_or(0, |e| e.to_errno()), Relaxed);
-        let ticker = kthread_rs::thread::spawn(fmt!("krs-module"), |ctx| {
+        let ticker = kthread_rs::thread::spawn(module, fmt!("krs-module"), |ctx| {
             while !ctx.should_stop() {
                 MODULE_THREAD_TICKS.fetch_add(1, Relaxed);
                 ctx.sleep(kernel::time::Delta::from_millis(1));
@@ -98,8 +101,8 @@ impl kernel::Module for ThreadTest {
         })?;
         Ok(ThreadTest {
             _ticker: ticker,
-            freezable: Some(freezer_probe(true)?),
-            plain: Some(freezer_probe(false)?),
+            freezable: Some(freezer_probe(module, true)?),
+            plain: Some(freezer_probe(module, false)?),
         })
     }
 }
@@ -108,6 +111,7 @@ impl kernel::Module for ThreadTest {
 mod tests {
     use super::kthread_rs::thread::{self, Exit, Wake, NUMA_NO_NODE};
     use crate::common::{cpu_online, eventually, ms, with_fail_nth};
+    use crate::kthread_rs::compat::this_module;
     use core::{
         ops::ControlFlow,
         sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst},
@@ -159,7 +163,7 @@ mod tests {
     /// `spawn` runs the body, and `join` returns its value once it returned by itself.
     #[test]
     fn spawn_join_returns_value() -> Result {
-        let t = thread::spawn(fmt!("krs-join"), |_ctx| 6 * 7)?;
+        let t = thread::spawn(this_module(), fmt!("krs-join"), |_ctx| 6 * 7)?;
         assert_eq!(t.join()?, Exit::Returned(42));
         Ok(())
     }
@@ -167,7 +171,7 @@ mod tests {
     /// `join` waits for the body to return by itself and never asks it to stop.
     #[test]
     fn join_does_not_request_stop() -> Result {
-        let t = thread::spawn(fmt!("krs-join2"), |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-join2"), |ctx| {
             fsleep(ms(30));
             ctx.should_stop()
         })?;
@@ -180,7 +184,7 @@ mod tests {
     fn stop_returns_value() -> Result {
         let ran = flag()?;
         let r = ran.clone();
-        let t = thread::spawn(fmt!("krs-stop"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-stop"), move |ctx| {
             r.store(true, SeqCst);
             let mut loops = 0u32;
             while !ctx.should_stop() {
@@ -200,7 +204,7 @@ mod tests {
     fn stop_after_body_returned() -> Result {
         let done = flag()?;
         let d = done.clone();
-        let t = thread::spawn(fmt!("krs-early"), move |_ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-early"), move |_ctx| {
             d.store(true, SeqCst);
             7u8
         })?;
@@ -218,7 +222,7 @@ mod tests {
         let drops = counter()?;
         let ran = flag()?;
         let (g, r) = (DropCount(drops.clone()), ran.clone());
-        let t = thread::create(fmt!("krs-never"), move |_ctx| {
+        let t = thread::create(this_module(), fmt!("krs-never"), move |_ctx| {
             let _g = g;
             r.store(true, SeqCst);
         })?;
@@ -237,7 +241,7 @@ mod tests {
         let (mut returned, mut never) = (0u32, 0u32);
         for i in 0..40u32 {
             let g = DropCount(drops.clone());
-            let t = thread::spawn(fmt!("krs-race/{i}"), move |_ctx| {
+            let t = thread::spawn(this_module(), fmt!("krs-race/{i}"), move |_ctx| {
                 let _g = g;
                 Err::<u32, Error>(EINTR)
             })?;
@@ -257,7 +261,9 @@ mod tests {
     /// A body may return `Result`; its error comes back as the body's value.
     #[test]
     fn body_returns_result() -> Result {
-        let t = thread::spawn(fmt!("krs-err"), |_ctx| -> Result<u32> { Err(EINVAL) })?;
+        let t = thread::spawn(this_module(), fmt!("krs-err"), |_ctx| -> Result<u32> {
+            Err(EINVAL)
+        })?;
         assert_eq!(t.join()?, Exit::Returned(Err(EINVAL)));
         Ok(())
     }
@@ -267,7 +273,7 @@ mod tests {
     fn drop_stops_and_waits() -> Result {
         let (running, left) = (flag()?, flag()?);
         let (r, l) = (running.clone(), left.clone());
-        let t = thread::spawn(fmt!("krs-drop"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-drop"), move |ctx| {
             r.store(true, SeqCst);
             while !ctx.should_stop() {
                 fsleep(ms(1));
@@ -285,7 +291,7 @@ mod tests {
     /// The name is formatted by Rust and shows in the task's comm.
     #[test]
     fn name_is_comm() -> Result {
-        let t = thread::spawn(fmt!("krs-name/{}", 7), |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-name/{}", 7), |ctx| {
             while !ctx.should_stop() {
                 fsleep(ms(1));
             }
@@ -298,10 +304,10 @@ mod tests {
     /// A '%' in the name is printed as is: the name is never used as a C format.
     #[test]
     fn percent_in_name_is_not_a_format() -> Result {
-        let t = thread::create(fmt!("krs%s%d%n"), |_ctx| ())?.start();
+        let t = thread::create(this_module(), fmt!("krs%s%d%n"), |_ctx| ())?.start();
         assert_eq!(&comm(&t)[..], b"krs%s%d%n");
         let cpu = CpuId::from_u32(0).ok_or(EINVAL)?;
-        let u = thread::create_on_cpu(cpu, fmt!("krs%u%s"), |_ctx| ())?.start();
+        let u = thread::create_on_cpu(this_module(), cpu, fmt!("krs%u%s"), |_ctx| ())?.start();
         assert_eq!(&comm(&u)[..], b"krs%u%s");
         Ok(())
     }
@@ -309,7 +315,8 @@ mod tests {
     /// A name longer than the comm keeps its first 15 bytes there.
     #[test]
     fn long_name_truncated_in_comm() -> Result {
-        let t = thread::create(fmt!("krs-a-very-long-thread-name"), |_ctx| ())?.start();
+        let m = this_module();
+        let t = thread::create(m, fmt!("krs-a-very-long-thread-name"), |_ctx| ())?.start();
         assert_eq!(&comm(&t)[..], b"krs-a-very-long");
         Ok(())
     }
@@ -317,7 +324,9 @@ mod tests {
     /// The handle dereferences to the thread's `Task`: same pid as inside the body.
     #[test]
     fn handle_derefs_to_task() -> Result {
-        let t = thread::spawn(fmt!("krs-pid"), |_ctx| kernel::current!().pid())?;
+        let t = thread::spawn(this_module(), fmt!("krs-pid"), |_ctx| {
+            kernel::current!().pid()
+        })?;
         let pid = t.pid();
         assert!(pid > 0);
         assert_eq!(t.join()?, Exit::Returned(pid));
@@ -332,7 +341,8 @@ mod tests {
             if !cpu_online(cpu) {
                 continue;
             }
-            let mut t = thread::create(fmt!("krs-bind/{cpu}"), |_ctx| current_cpu())?;
+            let mut t =
+                thread::create(this_module(), fmt!("krs-bind/{cpu}"), |_ctx| current_cpu())?;
             t.bind(CpuId::from_u32(cpu).ok_or(EINVAL)?)?;
             assert_eq!(t.start().join()?, Exit::Returned(cpu));
         }
@@ -354,7 +364,7 @@ mod tests {
             .find(|&c| cpu_online(c))
             .ok_or(EINVAL)?;
         let cpu = CpuId::from_u32(last).ok_or(EINVAL)?;
-        let t = thread::create_on_cpu(cpu, fmt!("krs-oncpu"), |_ctx| current_cpu())?;
+        let t = thread::create_on_cpu(this_module(), cpu, fmt!("krs-oncpu"), |_ctx| current_cpu())?;
         assert_eq!(t.start().join()?, Exit::Returned(last));
         Ok(())
     }
@@ -362,19 +372,19 @@ mod tests {
     /// `create_on_node` accepts any node and node 0; it refuses nodes that cannot exist.
     #[test]
     fn create_on_node_checks_node() -> Result {
-        let a = thread::create_on_node(NUMA_NO_NODE, fmt!("krs-node"), |_ctx| 1)?;
+        let a = thread::create_on_node(this_module(), NUMA_NO_NODE, fmt!("krs-node"), |_ctx| 1)?;
         assert_eq!(a.start().join()?, Exit::Returned(1));
-        let b = thread::create_on_node(0, fmt!("krs-node0"), |_ctx| 2)?;
+        let b = thread::create_on_node(this_module(), 0, fmt!("krs-node0"), |_ctx| 2)?;
         assert_eq!(b.start().join()?, Exit::Returned(2));
-        assert!(thread::create_on_node(-5, fmt!("krs-bad"), |_ctx| 3).is_err());
-        assert!(thread::create_on_node(1 << 20, fmt!("krs-bad"), |_ctx| 3).is_err());
+        assert!(thread::create_on_node(this_module(), -5, fmt!("krs-bad"), |_ctx| 3).is_err());
+        assert!(thread::create_on_node(this_module(), 1 << 20, fmt!("krs-bad"), |_ctx| 3).is_err());
         Ok(())
     }
 
     /// `set_nice` sets the nice value seen by the body; out-of-range values are refused.
     #[test]
     fn set_nice_applies() -> Result {
-        let mut t = thread::create(fmt!("krs-nice"), |_ctx| {
+        let mut t = thread::create(this_module(), fmt!("krs-nice"), |_ctx| {
             // SAFETY: `current` is alive; `static_prio` is read-mostly.
             unsafe { (*Task::current_raw()).static_prio }
         })?;
@@ -399,13 +409,13 @@ mod tests {
                 )
             }
         };
-        let mut t = thread::create(fmt!("krs-fifo"), body)?;
+        let mut t = thread::create(this_module(), fmt!("krs-fifo"), body)?;
         t.set_fifo();
         assert_eq!(
             t.start().join()?,
             Exit::Returned((bindings::SCHED_FIFO, bindings::MAX_RT_PRIO / 2))
         );
-        let mut t = thread::create(fmt!("krs-fifo-low"), body)?;
+        let mut t = thread::create(this_module(), fmt!("krs-fifo-low"), body)?;
         t.set_fifo_low();
         assert_eq!(t.start().join()?, Exit::Returned((bindings::SCHED_FIFO, 1)));
         Ok(())
@@ -419,9 +429,9 @@ mod tests {
             // SAFETY: `current` is alive; reading its own flags.
             unsafe { (*Task::current_raw()).flags & bindings::PF_NOFREEZE != 0 }
         };
-        let t = thread::spawn(fmt!("krs-nofrz"), body)?;
+        let t = thread::spawn(this_module(), fmt!("krs-nofrz"), body)?;
         assert_eq!(t.join()?, Exit::Returned(true));
-        let mut t = thread::create(fmt!("krs-frz"), body)?;
+        let mut t = thread::create(this_module(), fmt!("krs-frz"), body)?;
         t.set_freezable();
         assert_eq!(t.start().join()?, Exit::Returned(false));
         Ok(())
@@ -430,7 +440,7 @@ mod tests {
     /// H19: `freezable_should_stop` returns false while running and true once stopped.
     #[test]
     fn freezable_should_stop_sees_stop() -> Result {
-        let mut t = thread::create(fmt!("krs-frzstop"), |ctx| {
+        let mut t = thread::create(this_module(), fmt!("krs-frzstop"), |ctx| {
             let mut was_frozen = false;
             let mut polls = 0u32;
             while !ctx.freezable_should_stop(Some(&mut was_frozen)) {
@@ -451,7 +461,7 @@ mod tests {
     fn wait_until_condition() -> Result {
         let go = flag()?;
         let g = go.clone();
-        let t = thread::spawn(fmt!("krs-cond"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-cond"), move |ctx| {
             ctx.wait_until(|| g.load(SeqCst), None)
         })?;
         fsleep(ms(20));
@@ -464,7 +474,7 @@ mod tests {
     /// `wait_until` with a timeout returns `Timeout`, not before the timeout.
     #[test]
     fn wait_until_timeout() -> Result {
-        let t = thread::spawn(fmt!("krs-tmo"), |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-tmo"), |ctx| {
             let start = Instant::<Monotonic>::now();
             let why = ctx.wait_until(|| false, Some(ms(30)));
             (why, start.elapsed().as_millis() >= 30)
@@ -478,7 +488,7 @@ mod tests {
     fn sleep_wakes_on_stop() -> Result {
         let asleep = flag()?;
         let a = asleep.clone();
-        let t = thread::spawn(fmt!("krs-sleep"), move |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-sleep"), move |ctx| {
             a.store(true, SeqCst);
             ctx.sleep(Delta::from_secs(60))
         })?;
@@ -491,7 +501,7 @@ mod tests {
     /// A plain thread is never asked to park.
     #[test]
     fn plain_thread_never_parks() -> Result {
-        let t = thread::spawn(fmt!("krs-nopark"), |ctx| {
+        let t = thread::spawn(this_module(), fmt!("krs-nopark"), |ctx| {
             fsleep(ms(5));
             ctx.should_park()
         })?;
@@ -501,7 +511,7 @@ mod tests {
 
     /// A step-loop thread that counts its steps; `seen` mirrors the count for the test.
     fn counting(seen: Arc<AtomicU32>) -> Result<thread::ParkableThread<u32>> {
-        thread::spawn_parkable(fmt!("krs-park"), 0u32, move |n, ctx| {
+        thread::spawn_parkable(this_module(), fmt!("krs-park"), 0u32, move |n, ctx| {
             *n += 1;
             seen.store(*n, SeqCst);
             ctx.sleep(ms(1));
@@ -550,7 +560,7 @@ mod tests {
         let slot: Arc<Slot> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
         let result = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let (sl, r) = (slot.clone(), result.clone());
-        let t = thread::spawn_parkable(fmt!("krs-pself"), 0u32, move |n, ctx| {
+        let t = thread::spawn_parkable(this_module(), fmt!("krs-pself"), 0u32, move |n, ctx| {
             if *n == 0 {
                 if let Some(me) = Option::as_mut(&mut sl.lock()) {
                     let e = me.park().err().map_or(0, |e| e.to_errno());
@@ -596,7 +606,7 @@ mod tests {
     /// never meets an exiting thread (the C WARN and -ENOSYS).
     #[test]
     fn park_after_loop_finished() -> Result {
-        let mut t = thread::spawn_parkable(fmt!("krs-brk"), 0u32, |n, _ctx| {
+        let mut t = thread::spawn_parkable(this_module(), fmt!("krs-brk"), 0u32, |n, _ctx| {
             *n += 1;
             if *n == 5 {
                 ControlFlow::Break(())
@@ -616,10 +626,12 @@ mod tests {
     #[test]
     fn parkable_drop_before_start() -> Result {
         let drops = counter()?;
-        let t =
-            thread::create_parkable(fmt!("krs-pnever"), DropCount(drops.clone()), |_s, _ctx| {
-                ControlFlow::Break(())
-            })?;
+        let t = thread::create_parkable(
+            this_module(),
+            fmt!("krs-pnever"),
+            DropCount(drops.clone()),
+            |_s, _ctx| ControlFlow::Break(()),
+        )?;
         drop(t);
         assert_eq!(drops.load(SeqCst), 1);
         Ok(())
@@ -636,16 +648,21 @@ mod tests {
         let wrong = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let steps = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let (w, s) = (wrong.clone(), steps.clone());
-        let mut t =
-            thread::create_parkable_on_cpu(cpu, fmt!("krs-pcpu/{last}"), (), move |(), ctx| {
+        let mut t = thread::create_parkable_on_cpu(
+            this_module(),
+            cpu,
+            fmt!("krs-pcpu/{last}"),
+            (),
+            move |(), ctx| {
                 if current_cpu() != last {
                     w.fetch_add(1, SeqCst);
                 }
                 s.fetch_add(1, SeqCst);
                 ctx.sleep(ms(1));
                 ControlFlow::Continue(())
-            })?
-            .start();
+            },
+        )?
+        .start();
         assert!(eventually(|| steps.load(SeqCst) > 2));
         t.park()?;
         t.unpark();
@@ -665,7 +682,7 @@ mod tests {
         for i in 0..200u32 {
             let r = running.clone();
             threads.push(
-                thread::spawn(fmt!("krs-many/{i}"), move |ctx| {
+                thread::spawn(this_module(), fmt!("krs-many/{i}"), move |ctx| {
                     r.fetch_add(1, SeqCst);
                     while !ctx.should_stop() {
                         ctx.sleep(ms(100));
@@ -691,7 +708,7 @@ mod tests {
     fn scope_borrows_stack() -> Result {
         let mut slots = [0u32; 8];
         let base = 100u32;
-        let r = thread::scope(|s| -> Result<u32> {
+        let r = thread::scope(this_module(), |s| -> Result<u32> {
             let mut n = 0;
             for (i, slot) in slots.iter_mut().enumerate() {
                 let base = &base;
@@ -719,7 +736,7 @@ mod tests {
     fn scope_stops_forgotten_threads() -> Result {
         let exited = AtomicBool::new(false);
         let running = AtomicBool::new(false);
-        thread::scope(|s| -> Result {
+        thread::scope(this_module(), |s| -> Result {
             let t = s.spawn(fmt!("krs-forget"), |ctx| {
                 running.store(true, SeqCst);
                 while !ctx.should_stop() {
@@ -741,7 +758,7 @@ mod tests {
     fn scope_stop_and_drop() -> Result {
         let stops = AtomicU32::new(0);
         let started = AtomicU32::new(0);
-        thread::scope(|s| -> Result {
+        thread::scope(this_module(), |s| -> Result {
             let body = |ctx: &thread::Context<'_>| {
                 started.fetch_add(1, SeqCst);
                 while !ctx.should_stop() {
@@ -792,7 +809,7 @@ mod tests {
         for nth in 1..=12u32 {
             let g = DropCount(drops.clone());
             let r = with_fail_nth(nth, || {
-                thread::spawn(fmt!("krs-fail/{nth}"), move |_ctx| {
+                thread::spawn(this_module(), fmt!("krs-fail/{nth}"), move |_ctx| {
                     let _g = g;
                     nth
                 })
@@ -847,6 +864,7 @@ mod tests {
         let wrong = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let (s, w) = (steps.clone(), wrong.clone());
         let set = thread::PerCpuThreads::new(
+            this_module(),
             c"krs-percpu",
             move |cpu| PerCpu {
                 cpu: cpu.as_u32(),
@@ -916,6 +934,7 @@ mod tests {
 mod service_tests {
     use super::kthread_rs::service;
     use crate::common::{eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering::SeqCst};
     use kernel::{prelude::*, sync::Arc, time::delay::fsleep};
 
@@ -925,6 +944,7 @@ mod service_tests {
         let init_pid = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
         let p = init_pid.clone();
         let t = service::spawn_with_init(
+            this_module(),
             fmt!("krs-init-ok"),
             move |_ctx| {
                 p.store(kernel::current!().pid(), SeqCst);
@@ -949,6 +969,7 @@ mod service_tests {
         let main_ran = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let m = main_ran.clone();
         let r = service::spawn_with_init(
+            this_module(),
             fmt!("krs-init-err"),
             |_ctx| Err::<(), _>(ENODEV),
             move |(), _ctx| m.store(true, SeqCst),
@@ -963,8 +984,12 @@ mod service_tests {
     #[test]
     fn started_thread_always_ran_its_body() -> Result {
         for i in 0..50u32 {
-            let t =
-                service::spawn_with_init(fmt!("krs-init-{}", i), move |_ctx| Ok(i), |v, _ctx| v)?;
+            let t = service::spawn_with_init(
+                this_module(),
+                fmt!("krs-init-{}", i),
+                move |_ctx| Ok(i),
+                |v, _ctx| v,
+            )?;
             assert_eq!(t.stop()?, i);
         }
         Ok(())
@@ -975,7 +1000,7 @@ mod service_tests {
     fn service_loses_no_wake() -> Result {
         let steps = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let s = steps.clone();
-        let svc = service::spawn_service(fmt!("krs-svc"), 0u32, move |n| {
+        let svc = service::spawn_service(this_module(), fmt!("krs-svc"), 0u32, move |n| {
             *n += 1;
             s.store(*n, SeqCst);
             *n
@@ -993,7 +1018,7 @@ mod service_tests {
     fn service_coalesces_wakes_during_a_step() -> Result {
         let in_step = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let s = in_step.clone();
-        let svc = service::spawn_service(fmt!("krs-svc-co"), 0u32, move |n| {
+        let svc = service::spawn_service(this_module(), fmt!("krs-svc-co"), 0u32, move |n| {
             s.store(true, SeqCst);
             fsleep(ms(50));
             s.store(false, SeqCst);
@@ -1017,7 +1042,7 @@ mod service_tests {
     fn service_stop_waits_for_running_step() -> Result {
         let in_step = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let s = in_step.clone();
-        let svc = service::spawn_service(fmt!("krs-svc-stop"), (), move |()| {
+        let svc = service::spawn_service(this_module(), fmt!("krs-svc-stop"), (), move |()| {
             s.store(true, SeqCst);
             fsleep(ms(100));
             s.store(false, SeqCst);
@@ -1033,7 +1058,7 @@ mod service_tests {
     /// A service that was never woken stops with `None`.
     #[test]
     fn service_without_wake_stops_with_none() -> Result {
-        let svc = service::spawn_service(fmt!("krs-svc-idle"), (), |()| 1u8)?;
+        let svc = service::spawn_service(this_module(), fmt!("krs-svc-idle"), (), |()| 1u8)?;
         assert_eq!(svc.stop()?, None);
         Ok(())
     }
@@ -1046,6 +1071,7 @@ mod service_tests {
 mod detached_tests {
     use super::{kthread_rs::thread, INIT_DETACHED};
     use crate::common::{eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
     use kernel::{bindings, new_mutex, prelude::*, sync::Arc, time::delay::fsleep};
 
@@ -1060,7 +1086,7 @@ mod detached_tests {
 
     fn refcount() -> i32 {
         // SAFETY: `this_module()` is this module, loaded while its tests run.
-        unsafe { bindings::module_refcount(super::kthread_rs::sys::this_module()) }
+        unsafe { bindings::module_refcount(this_module().as_ptr()) }
     }
 
     fn counter() -> Result<Arc<AtomicUsize>> {
@@ -1082,7 +1108,7 @@ mod detached_tests {
         let (started, release, drops) = (counter()?, counter()?, counter()?);
         let (s, r) = (started.clone(), release.clone());
         let owned = DropCount(drops.clone());
-        thread::spawn_detached(fmt!("krs-detached"), move |ctx| {
+        thread::spawn_detached(this_module(), fmt!("krs-detached"), move |ctx| {
             let _owned = owned;
             s.store(1, SeqCst);
             while r.load(SeqCst) == 0 {
@@ -1107,7 +1133,7 @@ mod detached_tests {
         let ran = counter()?;
         for i in 0..32 {
             let r = ran.clone();
-            thread::spawn_detached(fmt!("krs-det/{i}"), move |_ctx| {
+            thread::spawn_detached(this_module(), fmt!("krs-det/{i}"), move |_ctx| {
                 r.fetch_add(1, SeqCst);
             })?;
         }
@@ -1116,7 +1142,7 @@ mod detached_tests {
     }
 
     fn group_of(n: usize, ran: &Arc<AtomicUsize>) -> Result<thread::ThreadGroup> {
-        let group = thread::ThreadGroup::new()?;
+        let group = thread::ThreadGroup::new(this_module())?;
         for i in 0..n {
             let r = ran.clone();
             group.spawn(fmt!("krs-group/{i}"), move |ctx| {
@@ -1163,7 +1189,7 @@ mod detached_tests {
         let got = Arc::new(core::sync::atomic::AtomicI32::new(0), GFP_KERNEL)?;
         {
             let mut slot = shared.lock();
-            let group = slot.insert(thread::ThreadGroup::new()?);
+            let group = slot.insert(thread::ThreadGroup::new(this_module())?);
             let (sh, g) = (shared.clone(), got.clone());
             group.spawn(fmt!("krs-group-self"), move |_ctx| {
                 let mut slot = sh.lock();
@@ -1192,7 +1218,7 @@ mod detached_tests {
     fn group_dropped_by_member() -> Result {
         let base = refcount();
         let (ran, go) = (counter()?, Arc::new(AtomicBool::new(false), GFP_KERNEL)?);
-        let group = Arc::new(thread::ThreadGroup::new()?, GFP_KERNEL)?;
+        let group = Arc::new(thread::ThreadGroup::new(this_module())?, GFP_KERNEL)?;
         for i in 0..3 {
             let (g, r, go) = (group.clone(), ran.clone(), go.clone());
             group.spawn(fmt!("krs-group-own/{i}"), move |ctx| {
@@ -1221,11 +1247,12 @@ mod origin_tests {
         thread::{self, Origin, Wake},
     };
     use crate::common::eventually;
+    use crate::kthread_rs::compat::this_module;
     use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use kernel::{prelude::*, sync::Arc};
 
     fn idle() -> Result<thread::Thread<u32>> {
-        thread::spawn(fmt!("krs-origin-a"), |ctx| {
+        thread::spawn(this_module(), fmt!("krs-origin-a"), |ctx| {
             while ctx.wait_until(|| false, None) != Wake::Stop {}
             1u32
         })
@@ -1236,32 +1263,38 @@ mod origin_tests {
     #[test]
     fn origin_of_our_threads() -> Result {
         let (a1, a2) = (idle()?, idle()?);
-        let b = thread::spawn(fmt!("krs-origin-b"), |ctx| {
+        let b = thread::spawn(this_module(), fmt!("krs-origin-b"), |ctx| {
             let mut n = 0u64;
             while ctx.sleep(crate::common::ms(1)) != Wake::Stop {
                 n += 1;
             }
             n
         })?;
-        let p = thread::spawn_parkable(fmt!("krs-origin-p"), 0u8, |_s, ctx| {
+        let p = thread::spawn_parkable(this_module(), fmt!("krs-origin-p"), 0u8, |_s, ctx| {
             ctx.sleep(crate::common::ms(5));
             core::ops::ControlFlow::Continue(())
         })?;
-        assert_eq!(thread::origin(&a1), Origin::Ours(a1.body_id()));
-        assert_eq!(thread::origin(&a2), Origin::Ours(a1.body_id()));
+        assert_eq!(
+            thread::origin(this_module(), &a1),
+            Origin::Ours(a1.body_id())
+        );
+        assert_eq!(
+            thread::origin(this_module(), &a2),
+            Origin::Ours(a1.body_id())
+        );
         assert_eq!(a1.body_id(), a2.body_id());
-        assert_eq!(thread::origin(&b), Origin::Ours(b.body_id()));
+        assert_eq!(thread::origin(this_module(), &b), Origin::Ours(b.body_id()));
         assert!(a1.body_id() != b.body_id());
-        assert_eq!(thread::origin(&p), Origin::Ours(p.body_id()));
+        assert_eq!(thread::origin(this_module(), &p), Origin::Ours(p.body_id()));
         assert!(p.body_id() != b.body_id());
         // An exited thread answers as it did while it ran (the handle holds the task).
-        let done = thread::spawn(fmt!("krs-origin-x"), |_ctx| 0u32)?;
+        let done = thread::spawn(this_module(), fmt!("krs-origin-x"), |_ctx| 0u32)?;
         let id = done.body_id();
         assert!(eventually(|| {
             // SAFETY: The handle keeps the task; `exit_state` is set once it exited.
             unsafe { (*done.as_ptr()).exit_state != 0 }
         }));
-        assert_eq!(thread::origin(&done), Origin::Ours(id));
+        assert_eq!(thread::origin(this_module(), &done), Origin::Ours(id));
         Ok(())
     }
 
@@ -1270,9 +1303,9 @@ mod origin_tests {
     fn origin_of_detached_thread() -> Result {
         let seen = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
         let s = seen.clone();
-        thread::spawn_detached(fmt!("krs-origin-d"), move |_ctx| {
+        thread::spawn_detached(this_module(), fmt!("krs-origin-d"), move |_ctx| {
             let me = kernel::current!();
-            let ours = matches!(thread::origin(me), Origin::Ours(_));
+            let ours = matches!(thread::origin(this_module(), me), Origin::Ours(_));
             s.store(if ours { 1 } else { 2 }, SeqCst);
         })?;
         assert!(eventually(|| seen.load(SeqCst) != 0));
@@ -1285,10 +1318,10 @@ mod origin_tests {
     /// test.
     #[test]
     fn origin_of_other_kthreads() -> Result {
-        let w = super::kthread_rs::worker::Worker::create(fmt!("krs-origin-w"))?;
-        assert_eq!(thread::origin(w.task()), Origin::Kthread);
+        let w = super::kthread_rs::worker::Worker::create(this_module(), fmt!("krs-origin-w"))?;
+        assert_eq!(thread::origin(this_module(), w.task()), Origin::Kthread);
         let me = kernel::current!();
-        assert_eq!(thread::origin(me), Origin::Kthread);
+        assert_eq!(thread::origin(this_module(), me), Origin::Kthread);
         Ok(())
     }
 
@@ -1298,7 +1331,7 @@ mod origin_tests {
     #[test]
     fn task_of_pid_refuses_kthreads() -> Result {
         assert!(task_of_pid(2).is_none());
-        let mut t = thread::create(fmt!("krs-origin-n"), |_ctx| 0u32)?;
+        let mut t = thread::create(this_module(), fmt!("krs-origin-n"), |_ctx| 0u32)?;
         assert!(task_of_pid(t.pid()).is_none());
         // The thread was not started behind our back: binding it is still valid (a WARN here
         // would fail the run).
@@ -1320,7 +1353,7 @@ mod origin_tests {
     #[test]
     fn origin_of_user_task() -> Result {
         let init = task_of_pid(1).ok_or(ESRCH)?;
-        assert_eq!(thread::origin(&init), Origin::NotKthread);
+        assert_eq!(thread::origin(this_module(), &init), Origin::NotKthread);
         Ok(())
     }
 }
@@ -1330,6 +1363,7 @@ mod origin_tests {
 mod affinity_tests {
     use super::kthread_rs::thread::{self, Wake};
     use crate::common::{cpu_online, eventually, ms};
+    use crate::kthread_rs::compat::this_module;
     use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
     use kernel::{
         bindings,
@@ -1363,7 +1397,7 @@ mod affinity_tests {
     fn recorder(mask: &Cpumask) -> Result<(thread::Thread<()>, Arc<AtomicU32>)> {
         let on = Arc::new(AtomicU32::new(u32::MAX), GFP_KERNEL)?;
         let o = on.clone();
-        let mut t = thread::create(fmt!("krs-pref"), move |ctx| {
+        let mut t = thread::create(this_module(), fmt!("krs-pref"), move |ctx| {
             while ctx.sleep(ms(1)) != Wake::Stop {
                 o.store(CpuId::current().as_u32(), SeqCst);
             }
@@ -1420,20 +1454,20 @@ mod affinity_tests {
         let mask = only(0)?;
         let body = |ctx: &thread::Context<'_>| while ctx.sleep(ms(1)) != Wake::Stop {};
 
-        let mut bound = thread::create_on_cpu(cpu0, fmt!("krs-pref-b"), body)?;
+        let mut bound = thread::create_on_cpu(this_module(), cpu0, fmt!("krs-pref-b"), body)?;
         assert_eq!(bound.affine_preferred(&mask).err(), Some(EINVAL));
 
-        let mut bound = thread::create(fmt!("krs-pref-b2"), body)?;
+        let mut bound = thread::create(this_module(), fmt!("krs-pref-b2"), body)?;
         bound.bind(cpu0)?;
         assert_eq!(bound.affine_preferred(&mask).err(), Some(EINVAL));
 
-        let mut twice = thread::create(fmt!("krs-pref-2"), body)?;
+        let mut twice = thread::create(this_module(), fmt!("krs-pref-2"), body)?;
         twice.affine_preferred(&mask)?;
         assert_eq!(twice.affine_preferred(&mask).err(), Some(EBUSY));
         assert_eq!(twice.bind(cpu0).err(), Some(EINVAL));
 
         let empty = CpumaskVar::new_zero(GFP_KERNEL)?;
-        let mut none = thread::create(fmt!("krs-pref-0"), body)?;
+        let mut none = thread::create(this_module(), fmt!("krs-pref-0"), body)?;
         assert_eq!(none.affine_preferred(&empty).err(), Some(EINVAL));
 
         // Dropped before start, with a preferred affinity: stopped cleanly.

@@ -96,7 +96,7 @@ fn body(i: u32, hold_ms: u32) -> impl FnOnce(&thread::Context<'_>) + Send + 'sta
 }
 
 impl kernel::Module for Unload {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let mode: u32 = kthread_rs::compat::param(module_parameters::mode.value());
         let threads: u32 = kthread_rs::compat::param(module_parameters::threads.value());
         let hold_ms: u32 = kthread_rs::compat::param(module_parameters::hold_ms.value());
@@ -113,12 +113,14 @@ impl kernel::Module for Unload {
             // starter thread retries until `init` has returned, as a driver would.
             1 => {
                 this.threads = threads;
-                this.starter = Some(thread::spawn(fmt!("krs-unload-st"), move |ctx| {
+                this.starter = Some(thread::spawn(module, fmt!("krs-unload-st"), move |ctx| {
                     let mut refused = 0u32;
                     for i in 0..threads {
-                        while let Err(e) =
-                            thread::spawn_detached(fmt!("krs-unload-d/{i}"), body(i, hold_ms))
-                        {
+                        while let Err(e) = thread::spawn_detached(
+                            module,
+                            fmt!("krs-unload-d/{i}"),
+                            body(i, hold_ms),
+                        ) {
                             if e != EBUSY || ctx.sleep(Delta::from_millis(1)) == thread::Wake::Stop
                             {
                                 return refused;
@@ -131,7 +133,7 @@ impl kernel::Module for Unload {
                 })?);
             }
             2 => {
-                let group = ThreadGroup::new()?;
+                let group = ThreadGroup::new(module)?;
                 for i in 0..threads {
                     group.spawn(fmt!("krs-unload-g/{i}"), body(i, hold_ms))?;
                     this.threads += 1;
@@ -139,24 +141,24 @@ impl kernel::Module for Unload {
                 this.group = Some(group);
             }
             3 => {
-                self_drop(hold_ms)?;
+                self_drop(module, hold_ms)?;
                 this.threads = 1;
             }
             4 => {
-                leak_everything(hold_ms)?;
+                leak_everything(module, hold_ms)?;
                 this.threads = 1;
             }
             5 => {
-                leak_everything(hold_ms)?;
+                leak_everything(module, hold_ms)?;
                 pr_info!("kthread-rs unload: init fails after leaking handles\n");
                 return Err(ENODEV);
             }
             6 => {
-                worker_self_drop(hold_ms)?;
+                worker_self_drop(module, hold_ms)?;
             }
-            7 => atomic_probes(),
-            8 => worker_cycles()?,
-            9 => joins_of_reaped()?,
+            7 => atomic_probes(module),
+            8 => worker_cycles(module)?,
+            9 => joins_of_reaped(module)?,
             _ => {}
         }
         pr_info!(
@@ -182,26 +184,25 @@ impl Drop for Unload {
     }
 }
 
-/// Is this module live (its `init` has returned)?
-fn module_is_live() -> bool {
-    // SAFETY: This module is loaded while its code runs; `state` is a plain enum that the
-    // module loader writes (read once).
-    let state =
-        unsafe { core::ptr::read_volatile(&raw const (*kthread_rs::sys::this_module()).state) };
+/// Is `module` (this module) live (its `init` has returned)?
+fn module_is_live(module: &'static ThisModule) -> bool {
+    // SAFETY: `module` is this module (`init`'s), loaded while its code runs; `state` is a
+    // plain enum that the module loader writes (read once).
+    let state = unsafe { core::ptr::read_volatile(&raw const (*module.as_ptr()).state) };
     state == kernel::bindings::module_state_MODULE_STATE_LIVE
 }
 
 /// Mode 3: a thread drops its own handle, then runs on for `hold_ms` (not looking at
 /// `should_stop`), then counts itself done.
-fn self_drop(hold_ms: u32) -> Result {
+fn self_drop(module: &'static ThisModule, hold_ms: u32) -> Result {
     let slot: Arc<Mutex<Option<thread::Thread<()>>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
     let sl = slot.clone();
-    let t = thread::spawn(fmt!("krs-unload-self"), move |ctx| {
+    let t = thread::spawn(module, fmt!("krs-unload-self"), move |ctx| {
         // Once the module is live: orphaned while `init` runs, the thread could take no module
         // reference (a failing `init` frees the module whatever its count), and the unload
         // would wait for it instead of being refused.
         let me = loop {
-            if module_is_live() {
+            if module_is_live(module) {
                 if let Some(me) = sl.lock().take() {
                     break me;
                 }
@@ -235,34 +236,35 @@ fn percpu_step(_s: &mut u8, ctx: &thread::Context<'_>) -> ControlFlow<()> {
 }
 
 /// Modes 4 and 5: start one of each kind of handle and forget it.
-fn leak_everything(hold_ms: u32) -> Result {
-    let t = thread::spawn(fmt!("krs-unload-fgt"), |ctx| {
+fn leak_everything(module: &'static ThisModule, hold_ms: u32) -> Result {
+    let t = thread::spawn(module, fmt!("krs-unload-fgt"), |ctx| {
         while !ctx.should_stop() {
             ctx.sleep(Delta::from_millis(1));
         }
         pr_info!("kthread-rs unload: a forgotten thread was stopped\n");
     })?;
     core::mem::forget(t);
-    let mut p = thread::spawn_parkable(fmt!("krs-unload-fgp"), 0u32, |n, ctx| {
+    let mut p = thread::spawn_parkable(module, fmt!("krs-unload-fgp"), 0u32, |n, ctx| {
         *n += 1;
         ctx.sleep(Delta::from_millis(1));
         ControlFlow::Continue(())
     })?;
     p.park()?;
     core::mem::forget(p);
-    core::mem::forget(thread::create(fmt!("krs-unload-fgn"), |_ctx| {
+    core::mem::forget(thread::create(module, fmt!("krs-unload-fgn"), |_ctx| {
         pr_err!("kthread-rs unload: a forgotten thread that was never started ran\n");
     })?);
-    let w = Worker::create(fmt!("krs-unload-fgw"))?;
+    let w = Worker::create(module, fmt!("krs-unload-fgw"))?;
     let armed = crate::new_delayed_work!(Armed)?;
     w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
     core::mem::forget(w);
     core::mem::forget(PerCpuThreads::new(
+        module,
         c"krs-unload-fgc",
         |_cpu| 0u8,
         percpu_step,
     )?);
-    let g = ThreadGroup::new()?;
+    let g = ThreadGroup::new(module)?;
     g.spawn(fmt!("krs-unload-fgg"), |ctx| {
         while !ctx.should_stop() {
             ctx.sleep(Delta::from_millis(1));
@@ -289,9 +291,9 @@ impl WorkItem for DropsWorker {
 }
 
 /// Mode 6: a worker with an armed delayed work, dropped by its own work.
-fn worker_self_drop(hold_ms: u32) -> Result {
+fn worker_self_drop(module: &'static ThisModule, hold_ms: u32) -> Result {
     let slot: Arc<Mutex<Option<Worker>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
-    let w = Worker::create(fmt!("krs-unload-wsd"))?;
+    let w = Worker::create(module, fmt!("krs-unload-wsd"))?;
     let armed = crate::new_delayed_work!(Armed)?;
     w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
     let item = Work::new(DropsWorker(slot.clone()))?;
@@ -303,30 +305,30 @@ fn worker_self_drop(hold_ms: u32) -> Result {
 }
 
 /// Mode 7: calls that may sleep, under a spinlock, each failing at once after its entry.
-fn atomic_probes() {
+fn atomic_probes(module: &'static ThisModule) {
     let Ok(lock) = KBox::pin_init(new_spinlock!(()), GFP_KERNEL) else {
         return;
     };
     // A kernel thread, which `task_work::add` refuses after its entry.
-    let Ok(target) = Worker::create(fmt!("krs-atomic-w")) else {
+    let Ok(target) = Worker::create(module, fmt!("krs-atomic-w")) else {
         return;
     };
     pr_info!("kthread-rs: expected splats begin\n");
     {
         let _g = lock.lock();
-        let r = thread::create_on_node(-5, fmt!("krs-atomic"), |_ctx| ());
+        let r = thread::create_on_node(module, -5, fmt!("krs-atomic"), |_ctx| ());
         pr_info!("kthread-rs unload: probe 1: {:?}\n", r.err());
     }
     fsleep(Delta::from_millis(1100));
     {
         let _g = lock.lock();
-        let r = Worker::create_on_node(-5, false, fmt!("krs-atomic"));
+        let r = Worker::create_on_node(module, -5, false, fmt!("krs-atomic"));
         pr_info!("kthread-rs unload: probe 2: {:?}\n", r.err());
     }
     fsleep(Delta::from_millis(1100));
     {
         let _g = lock.lock();
-        let r = task_work::add(target.task(), task_work::Notify::Resume, || ());
+        let r = task_work::add(module, target.task(), task_work::Notify::Resume, || ());
         pr_info!(
             "kthread-rs unload: probe 3: {:?}\n",
             r.err().map(|(e, _)| e)
@@ -363,16 +365,16 @@ impl DelayedWorkItem for HoldsThread {
 
 /// Mode 8: a worker held by its own armed delayed work, and a thread that owns a worker whose
 /// armed delayed work holds the thread's handle; both left to the unload.
-fn worker_cycles() -> Result {
-    let w = Worker::create(fmt!("krs-unload-wcy"))?;
+fn worker_cycles(module: &'static ThisModule) -> Result {
+    let w = Worker::create(module, fmt!("krs-unload-wcy"))?;
     let d = crate::new_delayed_work!(pin_init!(HoldsWorker { w <- new_mutex!(None) }))?;
     w.queue_delayed(&d, Delta::from_secs(600))?;
     *d.w.lock() = Some(w);
     drop(d);
-    let w2 = Worker::create(fmt!("krs-unload-wcy2"))?;
+    let w2 = Worker::create(module, fmt!("krs-unload-wcy2"))?;
     let d2 = crate::new_delayed_work!(pin_init!(HoldsThread { t <- new_mutex!(None) }))?;
     w2.queue_delayed(&d2, Delta::from_secs(600))?;
-    let t = thread::spawn(fmt!("krs-unload-wcyt"), move |ctx| {
+    let t = thread::spawn(module, fmt!("krs-unload-wcyt"), move |ctx| {
         let _w2 = w2;
         while !ctx.should_stop() {
             ctx.sleep(Delta::from_millis(10));
@@ -386,15 +388,15 @@ fn worker_cycles() -> Result {
 
 /// Mode 9: a forgotten thread that, when stopped, starts and joins 16 threads that it created
 /// but never started; the unload may have stopped some of them first.
-fn joins_of_reaped() -> Result {
+fn joins_of_reaped(module: &'static ThisModule) -> Result {
     let mut news = KVec::with_capacity(16, GFP_KERNEL)?;
     for i in 0..16u32 {
         news.push(
-            thread::create(fmt!("krs-unload-n{i}"), move |_ctx| i)?,
+            thread::create(module, fmt!("krs-unload-n{i}"), move |_ctx| i)?,
             GFP_KERNEL,
         )?;
     }
-    let joiner = thread::spawn(fmt!("krs-unload-joiner"), move |ctx| {
+    let joiner = thread::spawn(module, fmt!("krs-unload-joiner"), move |ctx| {
         while !ctx.should_stop() {
             ctx.sleep(Delta::from_millis(10));
         }

@@ -37,6 +37,7 @@ mod tests {
         worker::{DelayedWork, DelayedWorkItem, Work, WorkItem, Worker, WorkerRef},
     };
     use crate::common::{cpu_online, eventually, ms, with_fail_nth};
+    use crate::kthread_rs::compat::this_module;
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
     use kernel::{
         bindings,
@@ -130,7 +131,7 @@ mod tests {
     /// Works run one at a time in the order they were queued (FIFO).
     #[test]
     fn fifo_order() -> Result {
-        let w = Worker::create(fmt!("krs-fifo"))?;
+        let w = Worker::create(this_module(), fmt!("krs-fifo"))?;
         let order = Arc::pin_init(new_mutex!(KVec::<u32>::new()), GFP_KERNEL)?;
         for i in 0..20u32 {
             let o = order.clone();
@@ -150,7 +151,7 @@ mod tests {
     /// Works run on the worker's own thread, whose comm is the worker's name.
     #[test]
     fn runs_on_worker_thread() -> Result {
-        let w = Worker::create(fmt!("krs-wk/{}", 3))?;
+        let w = Worker::create(this_module(), fmt!("krs-wk/{}", 3))?;
         let pid = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let p = pid.clone();
         w.queue_fn(move || p.store(kernel::current!().pid() as u32, SeqCst))?;
@@ -166,7 +167,7 @@ mod tests {
     /// reference came back.
     #[test]
     fn runs_once_per_queue() -> Result {
-        let w = Worker::create(fmt!("krs-once"))?;
+        let w = Worker::create(this_module(), fmt!("krs-once"))?;
         let (item, drops) = count()?;
         w.queue(item.clone()).map_err(|(e, _)| e)?;
         w.flush(&item)?;
@@ -183,7 +184,7 @@ mod tests {
     /// work runs once.
     #[test]
     fn queue_pending_hands_back() -> Result {
-        let w = Worker::create(fmt!("krs-pend"))?;
+        let w = Worker::create(this_module(), fmt!("krs-pend"))?;
         let g = gate()?;
         let (item, drops) = count()?;
         w.queue(g.clone()).map_err(|(e, _)| e)?;
@@ -205,10 +206,10 @@ mod tests {
     /// many times as a queue returned `Ok`.
     #[test]
     fn concurrent_queue_exactly_once() -> Result {
-        let w = Worker::create(fmt!("krs-race"))?;
+        let w = Worker::create(this_module(), fmt!("krs-race"))?;
         let (item, _drops) = count()?;
         let oks = AtomicU32::new(0);
-        thread::scope(|s| -> Result {
+        thread::scope(this_module(), |s| -> Result {
             let mut producers = KVec::with_capacity(4, GFP_KERNEL)?;
             for t in 0..4 {
                 let (w, item, oks) = (&w, &item, &oks);
@@ -237,7 +238,7 @@ mod tests {
     /// A long work: `flush` waits until it has finished.
     #[test]
     fn flush_waits_for_long_work() -> Result {
-        let w = Worker::create(fmt!("krs-long"))?;
+        let w = Worker::create(this_module(), fmt!("krs-long"))?;
         let done = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let d = done.clone();
         w.queue_fn(move || {
@@ -252,7 +253,7 @@ mod tests {
     /// Cancel of a pending work: `Ok(true)`, it never runs, its reference comes back.
     #[test]
     fn cancel_pending() -> Result {
-        let w = Worker::create(fmt!("krs-cpend"))?;
+        let w = Worker::create(this_module(), fmt!("krs-cpend"))?;
         let g = gate()?;
         let (item, drops) = count()?;
         w.queue(g.clone()).map_err(|(e, _)| e)?;
@@ -286,7 +287,7 @@ mod tests {
     /// time `cancel_sync` returns.
     #[test]
     fn cancel_running_waits() -> Result {
-        let w = Worker::create(fmt!("krs-crun"))?;
+        let w = Worker::create(this_module(), fmt!("krs-crun"))?;
         let item = Work::new(Slow {
             started: AtomicBool::new(false),
             finished: AtomicBool::new(false),
@@ -301,7 +302,7 @@ mod tests {
     /// Cancel of a work that was never queued: `Ok(false)`, nothing happens.
     #[test]
     fn cancel_idle() -> Result {
-        let w = Worker::create(fmt!("krs-cidle"))?;
+        let w = Worker::create(this_module(), fmt!("krs-cidle"))?;
         let (item, _drops) = count()?;
         assert_eq!(w.cancel_sync(&item), Ok(false));
         w.queue(item.clone()).map_err(|(e, _)| e)?;
@@ -314,7 +315,7 @@ mod tests {
     /// H13: a delayed work does not run before its delay and does run after it.
     #[test]
     fn delayed_runs_after_delay() -> Result {
-        let w = Worker::create(fmt!("krs-dly"))?;
+        let w = Worker::create(this_module(), fmt!("krs-dly"))?;
         let (item, drops) = delayed_count()?;
         let start = Instant::<Monotonic>::now();
         w.queue_delayed(&item, ms(100))?;
@@ -333,7 +334,7 @@ mod tests {
     /// Queueing a pending delayed work hands it back (`EBUSY`).
     #[test]
     fn delayed_pending_hands_back() -> Result {
-        let w = Worker::create(fmt!("krs-dpend"))?;
+        let w = Worker::create(this_module(), fmt!("krs-dpend"))?;
         let (item, _drops) = delayed_count()?;
         w.queue_delayed(&item, Delta::from_secs(10))?;
         assert_eq!(w.queue_delayed(&item, ms(1)), Err(EBUSY));
@@ -344,7 +345,7 @@ mod tests {
     /// `mod_delayed` moves a pending delayed work: 10 s becomes 10 ms; it says it was pending.
     #[test]
     fn mod_delayed_moves_pending() -> Result {
-        let w = Worker::create(fmt!("krs-mod"))?;
+        let w = Worker::create(this_module(), fmt!("krs-mod"))?;
         let (item, _drops) = delayed_count()?;
         w.queue_delayed(&item, Delta::from_secs(10))?;
         assert_eq!(w.mod_delayed(&item, ms(10)), Ok(true));
@@ -356,7 +357,7 @@ mod tests {
     /// queue reference comes back (kmemleak).
     #[test]
     fn mod_delayed_queues_idle() -> Result {
-        let w = Worker::create(fmt!("krs-mod2"))?;
+        let w = Worker::create(this_module(), fmt!("krs-mod2"))?;
         let (item, drops) = delayed_count()?;
         assert_eq!(w.mod_delayed(&item, ms(5)), Ok(false));
         assert!(eventually(|| item.runs.load(SeqCst) == 1));
@@ -371,7 +372,7 @@ mod tests {
     /// use-after-free otherwise), and every item is freed exactly once.
     #[test]
     fn mod_delayed_zero_delay_then_drop() -> Result {
-        let w = Worker::create(fmt!("krs-mod0"))?;
+        let w = Worker::create(this_module(), fmt!("krs-mod0"))?;
         let drops = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
         for _ in 0..100 {
             let item = crate::new_delayed_work!(Count {
@@ -392,11 +393,11 @@ mod tests {
     #[test]
     fn item_of_dropped_worker_refused() -> Result {
         let (item, _drops) = count()?;
-        let a = Worker::create(fmt!("krs-old"))?;
+        let a = Worker::create(this_module(), fmt!("krs-old"))?;
         a.queue(item.clone()).map_err(|(e, _)| e)?;
         a.flush(&item)?;
         drop(a);
-        let b = Worker::create(fmt!("krs-new"))?;
+        let b = Worker::create(this_module(), fmt!("krs-new"))?;
         let r = b.queue(item.clone());
         assert!(matches!(&r, Err((e, _)) if *e == EINVAL));
         drop(r);
@@ -409,7 +410,7 @@ mod tests {
     /// Cancel of a pending delayed work: `Ok(true)`, never runs, reference back.
     #[test]
     fn cancel_delayed_pending() -> Result {
-        let w = Worker::create(fmt!("krs-cdly"))?;
+        let w = Worker::create(this_module(), fmt!("krs-cdly"))?;
         let (item, drops) = delayed_count()?;
         w.queue_delayed(&item, Delta::from_secs(10))?;
         assert_eq!(w.cancel_delayed_sync(&item), Ok(true));
@@ -429,7 +430,7 @@ mod tests {
     /// checks the accounting, the fix rests on reading kernel/kthread.c.
     #[test]
     fn cancel_races_timer_no_leak() -> Result {
-        let w = Worker::create(fmt!("krs-crace"))?;
+        let w = Worker::create(this_module(), fmt!("krs-crace"))?;
         let (item, drops) = delayed_count()?;
         let (mut queued, mut cancelled) = (0u32, 0u32);
         for i in 0..600u32 {
@@ -455,7 +456,10 @@ mod tests {
     /// the cancel is done, the work queues again.
     #[test]
     fn queue_during_delayed_cancel_is_ebusy() -> Result {
-        let w = Arc::new(Worker::create(fmt!("krs-dcbusy"))?, GFP_KERNEL)?;
+        let w = Arc::new(
+            Worker::create(this_module(), fmt!("krs-dcbusy"))?,
+            GFP_KERNEL,
+        )?;
         let item = crate::new_delayed_work!(pin_init!(Gate {
             entered <- Completion::new(),
             open <- Completion::new(),
@@ -463,9 +467,10 @@ mod tests {
         w.queue_delayed(&item, Delta::ZERO)?;
         item.entered.wait_for_completion();
         let (w2, i2) = (w.clone(), item.clone());
-        let canceller = super::kthread_rs::thread::spawn(fmt!("krs-dcancel"), move |_ctx| {
-            w2.cancel_delayed_sync(&i2)
-        })?;
+        let canceller =
+            super::kthread_rs::thread::spawn(this_module(), fmt!("krs-dcancel"), move |_ctx| {
+                w2.cancel_delayed_sync(&i2)
+            })?;
         fsleep(Delta::from_millis(50));
         let queued = w.queue_delayed(&item, Delta::ZERO).err();
         let modified = w.mod_delayed(&item, Delta::ZERO).err();
@@ -485,7 +490,10 @@ mod tests {
     /// count).
     #[test]
     fn shared_delayed_ops_no_leak() -> Result {
-        let w = Arc::new(Worker::create(fmt!("krs-dshare"))?, GFP_KERNEL)?;
+        let w = Arc::new(
+            Worker::create(this_module(), fmt!("krs-dshare"))?,
+            GFP_KERNEL,
+        )?;
         let (item, drops) = delayed_count()?;
         let queued = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
         let cancelled = Arc::new(AtomicU32::new(0), GFP_KERNEL)?;
@@ -493,31 +501,35 @@ mod tests {
         for t in 0..2u32 {
             let (w, item, q, c) = (w.clone(), item.clone(), queued.clone(), cancelled.clone());
             threads.push(
-                super::kthread_rs::thread::spawn(fmt!("krs-dshare/{t}"), move |_ctx| {
-                    let start = Instant::<Monotonic>::now();
-                    let mut i = t;
-                    while start.elapsed().as_millis() < 1000 {
-                        i = i.wrapping_mul(1103515245).wrapping_add(12345);
-                        let delay = Delta::from_micros(i64::from(i % 2000));
-                        match i % 3 {
-                            0 => {
-                                if w.queue_delayed(&item, delay).is_ok() {
-                                    q.fetch_add(1, SeqCst);
+                super::kthread_rs::thread::spawn(
+                    this_module(),
+                    fmt!("krs-dshare/{t}"),
+                    move |_ctx| {
+                        let start = Instant::<Monotonic>::now();
+                        let mut i = t;
+                        while start.elapsed().as_millis() < 1000 {
+                            i = i.wrapping_mul(1103515245).wrapping_add(12345);
+                            let delay = Delta::from_micros(i64::from(i % 2000));
+                            match i % 3 {
+                                0 => {
+                                    if w.queue_delayed(&item, delay).is_ok() {
+                                        q.fetch_add(1, SeqCst);
+                                    }
                                 }
-                            }
-                            1 => {
-                                if let Ok(false) = w.mod_delayed(&item, delay) {
-                                    q.fetch_add(1, SeqCst);
+                                1 => {
+                                    if let Ok(false) = w.mod_delayed(&item, delay) {
+                                        q.fetch_add(1, SeqCst);
+                                    }
                                 }
-                            }
-                            _ => {
-                                if let Ok(true) = w.cancel_delayed_sync(&item) {
-                                    c.fetch_add(1, SeqCst);
+                                _ => {
+                                    if let Ok(true) = w.cancel_delayed_sync(&item) {
+                                        c.fetch_add(1, SeqCst);
+                                    }
                                 }
                             }
                         }
-                    }
-                }),
+                    },
+                ),
                 GFP_KERNEL,
             )?;
         }
@@ -543,7 +555,7 @@ mod tests {
     /// every reference comes back (kmemleak).
     #[test]
     fn drop_with_pending_work() -> Result {
-        let w = Worker::create(fmt!("krs-drop"))?;
+        let w = Worker::create(this_module(), fmt!("krs-drop"))?;
         let g = gate()?;
         let (normal, ndrops) = count()?;
         let (delayed, ddrops) = delayed_count()?;
@@ -570,8 +582,12 @@ mod tests {
     #[test]
     fn worker_on_cpu() -> Result {
         for cpu in (0..nr_cpu_ids()).filter(|&c| cpu_online(c)) {
-            let w =
-                Worker::create_on_cpu(CpuId::from_u32(cpu).ok_or(EINVAL)?, false, fmt!("krs-c%u"))?;
+            let w = Worker::create_on_cpu(
+                this_module(),
+                CpuId::from_u32(cpu).ok_or(EINVAL)?,
+                false,
+                fmt!("krs-c%u"),
+            )?;
             let seen = Arc::new(AtomicU32::new(u32::MAX), GFP_KERNEL)?;
             let s = seen.clone();
             w.queue_fn(move || s.store(CpuId::current().as_u32(), SeqCst))?;
@@ -587,8 +603,8 @@ mod tests {
     /// `create_on_node` refuses a node that cannot exist.
     #[test]
     fn create_on_bad_node() {
-        assert!(Worker::create_on_node(-7, false, fmt!("krs-bad")).is_err());
-        assert!(Worker::create_on_node(1 << 20, false, fmt!("krs-bad")).is_err());
+        assert!(Worker::create_on_node(this_module(), -7, false, fmt!("krs-bad")).is_err());
+        assert!(Worker::create_on_node(this_module(), 1 << 20, false, fmt!("krs-bad")).is_err());
     }
 
     /// A freezable worker's thread is freezable (`KTW_FREEZABLE`, H19); a plain one is not.
@@ -598,8 +614,9 @@ mod tests {
             // SAFETY: The worker's task is alive; reading its flags.
             unsafe { (*w.as_ptr()).flags & bindings::PF_NOFREEZE != 0 }
         };
-        let plain = Worker::create(fmt!("krs-nofrz"))?;
-        let frz = Worker::create_on_node(thread::NUMA_NO_NODE, true, fmt!("krs-frz"))?;
+        let plain = Worker::create(this_module(), fmt!("krs-nofrz"))?;
+        let frz =
+            Worker::create_on_node(this_module(), thread::NUMA_NO_NODE, true, fmt!("krs-frz"))?;
         // The thread calls set_freezable() when it starts: let it start.
         frz.queue_fn(|| ())?;
         frz.flush_all()?;
@@ -625,7 +642,7 @@ mod tests {
     /// A work that re-queues itself keeps running; `cancel_sync` stops it for good.
     #[test]
     fn requeue_self_then_cancel() -> Result {
-        let w = Worker::create(fmt!("krs-again"))?;
+        let w = Worker::create(this_module(), fmt!("krs-again"))?;
         let item = Work::new(Again {
             runs: AtomicU32::new(0),
         })?;
@@ -660,7 +677,7 @@ mod tests {
     /// with `EDEADLK`, instead of deadlocking.
     #[test]
     fn self_flush_refused() -> Result {
-        let w = Worker::create(fmt!("krs-self"))?;
+        let w = Worker::create(this_module(), fmt!("krs-self"))?;
         let results = Arc::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
         let item = Work::new(SelfFlush {
             worker: AtomicUsize::new(core::ptr::from_ref(&w) as usize),
@@ -686,8 +703,8 @@ mod tests {
     /// item 7: on 5a5a289 they returned at once, `Ok`); it still works on its own worker.
     #[test]
     fn second_worker_refused() -> Result {
-        let a = Worker::create(fmt!("krs-a"))?;
-        let b = Worker::create(fmt!("krs-b"))?;
+        let a = Worker::create(this_module(), fmt!("krs-a"))?;
+        let b = Worker::create(this_module(), fmt!("krs-b"))?;
         let (item, _drops) = count()?;
         a.queue(item.clone()).map_err(|(e, _)| e)?;
         a.flush(&item)?;
@@ -722,7 +739,7 @@ mod tests {
     /// is left queued on a destroyed worker.
     #[test]
     fn queue_during_drop_refused() -> Result {
-        let w = Worker::create(fmt!("krs-late"))?;
+        let w = Worker::create(this_module(), fmt!("krs-late"))?;
         let (other, odrops) = count()?;
         let refused = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
         let item = Work::new(LateQueue {
@@ -741,7 +758,7 @@ mod tests {
     /// `flush` and `flush_all` on an idle worker return at once.
     #[test]
     fn flush_idle() -> Result {
-        let w = Worker::create(fmt!("krs-idle"))?;
+        let w = Worker::create(this_module(), fmt!("krs-idle"))?;
         let (item, _drops) = count()?;
         w.flush(&item)?;
         w.flush_all()?;
@@ -752,7 +769,7 @@ mod tests {
     /// The handle dereferences to the worker's task, a kthread.
     #[test]
     fn worker_derefs_to_task() -> Result {
-        let w = Worker::create(fmt!("krs-task"))?;
+        let w = Worker::create(this_module(), fmt!("krs-task"))?;
         let t: &Task = &w;
         assert!(t.pid() > 0);
         // SAFETY: The task is alive; reading its flags.
@@ -766,7 +783,9 @@ mod tests {
     fn create_fails_cleanly_under_failslab() -> Result {
         let (mut failed, mut made) = (0, 0);
         for nth in 1..=10u32 {
-            let r = with_fail_nth(nth, || Worker::create(fmt!("krs-wfail/{nth}")));
+            let r = with_fail_nth(nth, || {
+                Worker::create(this_module(), fmt!("krs-wfail/{nth}"))
+            });
             match r {
                 Err(e) => {
                     assert_eq!(e, ENOMEM);
@@ -788,7 +807,7 @@ mod tests {
     /// asserted) and checks that every one of the 200 works ran.
     #[test]
     fn latency_micro_check() -> Result {
-        let w = Worker::create(fmt!("krs-lat"))?;
+        let w = Worker::create(this_module(), fmt!("krs-lat"))?;
         let lat = Arc::pin_init(new_mutex!(KVec::<i64>::new()), GFP_KERNEL)?;
         for _ in 0..200 {
             let l = lat.clone();

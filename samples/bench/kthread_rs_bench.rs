@@ -87,11 +87,11 @@ fn size(name: &str, bytes: usize) {
 // -- threads ----------------------------------------------------------------------------------
 
 /// Spawn (create + wake) and stop a thread whose body returns at once.
-fn bench_create_stop(op: &str, n: usize) -> Result {
+fn bench_create_stop(module: &'static ThisModule, op: &str, n: usize) -> Result {
     let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
     for i in 0..n {
         let t0 = now_ns();
-        let t = thread::spawn(fmt!("krs-br-{}", i), |_| 0i32)?;
+        let t = thread::spawn(module, fmt!("krs-br-{}", i), |_| 0i32)?;
         let _ = t.stop()?;
         ns.push(now_ns() - t0, GFP_KERNEL)?;
     }
@@ -121,12 +121,12 @@ fn mem_snapshot() -> [u64; 3] {
     ]
 }
 
-fn bench_population(pop: usize, n: usize) -> Result {
+fn bench_population(module: &'static ThisModule, pop: usize, n: usize) -> Result {
     let before = mem_snapshot();
     let mut threads: KVec<Thread<()>> = KVec::with_capacity(pop, GFP_KERNEL)?;
     for i in 0..pop {
         threads.push(
-            thread::spawn(fmt!("krs-bp-{}", i), |ctx| {
+            thread::spawn(module, fmt!("krs-bp-{}", i), |ctx| {
                 ctx.wait_until(|| false, None);
             })?,
             GFP_KERNEL,
@@ -146,16 +146,16 @@ fn bench_population(pop: usize, n: usize) -> Result {
         size("pop10000_slab_per_thread", grew(1));
         size("pop10000_stack_per_thread", grew(2));
     }
-    bench_create_stop(op, n)?;
+    bench_create_stop(module, op, n)?;
     drop(threads); // stops them all
     Ok(())
 }
 
 /// Park and unpark a busy parkable thread, bound to CPU 1 (the caller runs on CPU 0; unbound,
 /// the thread's CPU would change the cost from boot to boot).
-fn bench_park(n: usize) -> Result {
+fn bench_park(module: &'static ThisModule, n: usize) -> Result {
     let cpu = CpuId::from_u32(1).or(CpuId::from_u32(0)).ok_or(EINVAL)?;
-    let mut t = thread::create_parkable_on_cpu(cpu, fmt!("krs-br-park"), (), |(), _| {
+    let mut t = thread::create_parkable_on_cpu(module, cpu, fmt!("krs-br-park"), (), |(), _| {
         ControlFlow::Continue(())
     })?
     .start();
@@ -173,7 +173,7 @@ fn bench_park(n: usize) -> Result {
 
 /// Park and unpark a per-CPU set: one busy parkable thread bound to each online CPU, all parked,
 /// then all unparked.
-fn bench_park_percpu(n: usize) -> Result {
+fn bench_park_percpu(module: &'static ThisModule, n: usize) -> Result {
     let mut set = KVec::new();
     for cpu in 0..kernel::cpu::nr_cpu_ids() {
         let Some(id) = CpuId::from_u32(cpu) else {
@@ -185,9 +185,13 @@ fn bench_park_percpu(n: usize) -> Result {
         if !online {
             continue;
         }
-        let t = thread::create_parkable_on_cpu(id, fmt!("krs-br-pcpu/{}", cpu), (), |(), _| {
-            ControlFlow::Continue(())
-        })?;
+        let t = thread::create_parkable_on_cpu(
+            module,
+            id,
+            fmt!("krs-br-pcpu/{}", cpu),
+            (),
+            |(), _| ControlFlow::Continue(()),
+        )?;
         set.push(t.start(), GFP_KERNEL)?;
     }
     let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -386,7 +390,12 @@ impl WorkItem for Count {
 
 /// Throughput: `BATCH` works queued by `producers` threads, timed until the last has run; the
 /// cost per work in ns.
-fn bench_throughput(w: &Arc<Worker>, producers: usize, rounds: usize) -> Result {
+fn bench_throughput(
+    module: &'static ThisModule,
+    w: &Arc<Worker>,
+    producers: usize,
+    rounds: usize,
+) -> Result {
     let signal = Signal::new()?;
     let left = Arc::new(AtomicI32::new(0), GFP_KERNEL)?;
     let mut works = KVec::with_capacity(BATCH, GFP_KERNEL)?;
@@ -409,7 +418,7 @@ fn bench_throughput(w: &Arc<Worker>, producers: usize, rounds: usize) -> Result 
         for p in 0..producers {
             let (w, works) = (w.clone(), works.clone());
             starts.push(
-                thread::create(fmt!("krs-br-prod/{}", p), move |_| {
+                thread::create(module, fmt!("krs-br-prod/{}", p), move |_| {
                     for work in &works[p * per..(p + 1) * per] {
                         let _ = w.queue(work.clone());
                     }
@@ -437,23 +446,23 @@ fn bench_throughput(w: &Arc<Worker>, producers: usize, rounds: usize) -> Result 
     Ok(())
 }
 
-fn run_all() -> Result {
-    bench_create_stop("create_stop", 200)?;
+fn run_all(module: &'static ThisModule) -> Result {
+    bench_create_stop(module, "create_stop", 200)?;
     // The same operation, paired with the C pattern that allocates a data block per thread.
-    bench_create_stop("create_stop_with_data", 200)?;
-    bench_population(10, 100)?;
-    bench_population(100, 100)?;
-    bench_population(1000, 100)?;
-    bench_population(10000, 100)?;
-    bench_park(500)?;
-    bench_park_percpu(300)?;
-    let w = Arc::new(Worker::create(fmt!("krs-br-worker"))?, GFP_KERNEL)?;
+    bench_create_stop(module, "create_stop_with_data", 200)?;
+    bench_population(module, 10, 100)?;
+    bench_population(module, 100, 100)?;
+    bench_population(module, 1000, 100)?;
+    bench_population(module, 10000, 100)?;
+    bench_park(module, 500)?;
+    bench_park_percpu(module, 300)?;
+    let w = Arc::new(Worker::create(module, fmt!("krs-br-worker"))?, GFP_KERNEL)?;
     bench_queue_run(&w, 1000)?;
     bench_delayed0(&w, 300)?;
     bench_cancel_delayed(&w, 300)?;
     bench_workqueue(1000)?;
-    bench_throughput(&w, 1, 15)?;
-    bench_throughput(&w, 2, 15)?;
+    bench_throughput(module, &w, 1, 15)?;
+    bench_throughput(module, &w, 2, 15)?;
     size("thread_handle", size_of::<Thread<()>>());
     // The control block of a thread whose closure captures nothing and returns an `i32`, plus
     // the `Arc`'s reference count (rounded to 8).
@@ -468,8 +477,8 @@ fn run_all() -> Result {
 struct Bench;
 
 impl kernel::Module for Bench {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        if let Err(e) = run_all() {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        if let Err(e) = run_all(module) {
             pr_err!("krs-bench: impl=rust failed: {:?}\n", e);
         }
         Err(EAGAIN) // done: do not stay loaded

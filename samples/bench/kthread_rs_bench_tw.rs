@@ -72,7 +72,9 @@ impl MiscDevice for TwFile {
         match cmd {
             TW_ADD => {
                 QUEUED.store(now_ns(), Relaxed);
-                task_work::add(kernel::current!(), Notify::Resume, || {
+                // No `module` argument at hand in an ioctl: this module's own.
+                let module = kthread_rs::compat::this_module();
+                task_work::add(module, kernel::current!(), Notify::Resume, || {
                     RAN.store(now_ns(), Relaxed)
                 })
                 .map_err(|(e, _)| e)?;

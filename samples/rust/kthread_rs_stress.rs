@@ -102,9 +102,11 @@ module! {
     },
 }
 
-/// The validated parameters.
+/// The validated parameters, and the module (`init`'s `module`) that every thread, worker and
+/// task work callback of the run belongs to.
 #[derive(Clone, Copy)]
 struct Params {
+    module: &'static ThisModule,
     duration: u32,
     stat_interval: u32,
     seed: u64,
@@ -119,8 +121,9 @@ struct Params {
 }
 
 impl Params {
-    fn read() -> Result<Self> {
+    fn read(module: &'static ThisModule) -> Result<Self> {
         let p = Params {
+            module,
             duration: kthread_rs::compat::param(module_parameters::duration.value()),
             stat_interval: kthread_rs::compat::param(module_parameters::stat_interval.value()),
             seed: kthread_rs::compat::param(module_parameters::seed.value()),
@@ -481,10 +484,11 @@ fn per_cpu_step(steps: &mut u64, ctx: &thread::Context<'_>) -> ControlFlow<()> {
 
 /// One churn step: a burst of one kind of thread operation.
 fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
+    let module = p.module;
     *creations += 1;
     if p.fail_every != 0 && *creations % u64::from(p.fail_every) == 0 {
         STATS.injected.fetch_add(1, Relaxed);
-        let r = with_injected_failure(|| thread::create(fmt!("krs-st-inj"), |_| 0u32));
+        let r = with_injected_failure(|| thread::create(module, fmt!("krs-st-inj"), |_| 0u32));
         match r {
             Err(_) => STATS.create_failed.fetch_add(1, Relaxed),
             Ok(t) => {
@@ -500,7 +504,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         0 => {
             let n = 1 + rng.below(4);
             for i in 0..n {
-                if let Ok(t) = thread::spawn(fmt!("krs-st-ret/{}", i), move |_| {
+                if let Ok(t) = thread::spawn(module, fmt!("krs-st-ret/{}", i), move |_| {
                     let _live = LiveBody::enter();
                     i
                 }) {
@@ -514,7 +518,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         }
         // Created, never started: dropping the handle must reap it.
         1 => {
-            if let Ok(t) = thread::create(fmt!("krs-st-new"), |_| {
+            if let Ok(t) = thread::create(module, fmt!("krs-st-new"), |_| {
                 let _live = LiveBody::enter();
             }) {
                 drop(t);
@@ -523,16 +527,16 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         }
         // Started and joined: the body runs to its end, and sees itself as one of ours.
         2 => {
-            if let Ok(t) = thread::spawn(fmt!("krs-st-join"), |ctx| {
+            if let Ok(t) = thread::spawn(module, fmt!("krs-st-join"), move |ctx| {
                 let _live = LiveBody::enter();
                 ctx.sleep(Delta::from_micros(100));
-                if !matches!(thread::origin(kernel::current!()), Origin::Ours(_)) {
+                if !matches!(thread::origin(module, kernel::current!()), Origin::Ours(_)) {
                     STATS.origin_wrong.fetch_add(1, Relaxed);
                 }
                 7u32
             }) {
                 STATS.spawned.fetch_add(1, Relaxed);
-                if thread::origin(&t) != Origin::Ours(t.body_id()) {
+                if thread::origin(module, &t) != Origin::Ours(t.body_id()) {
                     STATS.origin_wrong.fetch_add(1, Relaxed);
                 }
                 account(t.join());
@@ -542,7 +546,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         // the module unloads), and a group of three whose drop waits for them.
         5 => {
             for i in 0..2 {
-                let r = thread::spawn_detached(fmt!("krs-st-det/{}", i), |_ctx| {
+                let r = thread::spawn_detached(module, fmt!("krs-st-det/{}", i), |_ctx| {
                     {
                         let _live = LiveBody::enter();
                     }
@@ -553,7 +557,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
                     Err(_) => STATS.detached_refused.fetch_add(1, Relaxed),
                 };
             }
-            if let Ok(group) = ThreadGroup::new() {
+            if let Ok(group) = ThreadGroup::new(module) {
                 for i in 0..3 {
                     let r = group.spawn(fmt!("krs-st-grp/{}", i), |ctx| {
                         let _live = LiveBody::enter();
@@ -577,7 +581,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
                 return;
             };
             mask.set(cpu);
-            let r = thread::create(fmt!("krs-st-pref"), |ctx| {
+            let r = thread::create(module, fmt!("krs-st-pref"), |ctx| {
                 let _live = LiveBody::enter();
                 while ctx.sleep(Delta::from_millis(1)) != Wake::Stop {}
             });
@@ -596,7 +600,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         }
         // A park/unpark storm against a busy parkable thread.
         3 => {
-            let r = thread::spawn_parkable(fmt!("krs-st-park"), 0u64, |n, _ctx| {
+            let r = thread::spawn_parkable(module, fmt!("krs-st-park"), 0u64, |n, _ctx| {
                 *n += 1;
                 kernel::time::delay::udelay(Delta::from_micros(20));
                 ControlFlow::Continue(())
@@ -620,7 +624,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         // Scoped threads that borrow from this stack frame, joined: each one that ran saw it.
         4 => {
             let hits = AtomicU32::new(0);
-            let (spawned, returned) = thread::scope(|s| {
+            let (spawned, returned) = thread::scope(module, |s| {
                 let mut handles = KVec::new();
                 for i in 0..3 {
                     let h = s.spawn(fmt!("krs-st-scope/{}", i), |_| {
@@ -647,7 +651,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
         // Now and then (thread 0 only), a per-CPU set that lives for a moment.
         _ => {
             if me == 0 && rng.below(8) == 0 {
-                let set = PerCpuThreads::new(c"krs-st-pcpu", |_cpu| 0u64, per_cpu_step);
+                let set = PerCpuThreads::new(module, c"krs-st-pcpu", |_cpu| 0u64, per_cpu_step);
                 if let Ok(set) = set {
                     fsleep(Delta::from_millis(20));
                     drop(set);
@@ -660,7 +664,7 @@ fn churn_once(me: usize, rng: &mut Rng, p: &Params, creations: &mut u64) {
 }
 
 fn churn(me: usize, p: Params) -> Result<Thread<()>> {
-    thread::spawn(fmt!("krs-st-churn/{}", me), move |ctx| {
+    thread::spawn(p.module, fmt!("krs-st-churn/{}", me), move |ctx| {
         let mut rng = Rng::new(p.seed, 100 + me as u64);
         let mut creations = 0;
         while !ctx.should_stop() && !ENDING.load(Relaxed) {
@@ -735,8 +739,8 @@ const WORKS_PER_LANE: usize = 16;
 /// right (C drops an entry whose timer fires during a cancel).
 const DELAYED_PER_PRODUCER: usize = 2;
 
-fn new_lane(i: usize, producers: usize) -> Result<Lane> {
-    let worker = Worker::create(fmt!("krs-st-worker/{}", i))?;
+fn new_lane(module: &'static ThisModule, i: usize, producers: usize) -> Result<Lane> {
+    let worker = Worker::create(module, fmt!("krs-st-worker/{}", i))?;
     let mut works = KVec::with_capacity(WORKS_PER_LANE, GFP_KERNEL)?;
     for _ in 0..WORKS_PER_LANE {
         works.push(Work::new(Item::new())?, GFP_KERNEL)?;
@@ -810,7 +814,7 @@ fn produce_once(me: usize, lanes: &[Lane], rng: &mut Rng) {
 }
 
 fn producer(me: usize, lanes: Arc<KVec<Lane>>, p: Params) -> Result<Thread<()>> {
-    thread::spawn(fmt!("krs-st-prod/{}", me), move |ctx| {
+    thread::spawn(p.module, fmt!("krs-st-prod/{}", me), move |ctx| {
         let mut rng = Rng::new(p.seed, 200 + me as u64);
         let mut n = 0u32;
         while !ctx.should_stop() && !ENDING.load(Relaxed) {
@@ -884,7 +888,7 @@ fn tw_targets(p: &Params) -> Result<KVec<ARef<Task>>> {
 }
 
 fn task_worker(targets: KVec<ARef<Task>>, p: Params) -> Result<Thread<()>> {
-    thread::spawn(fmt!("krs-st-tw"), move |ctx| {
+    thread::spawn(p.module, fmt!("krs-st-tw"), move |ctx| {
         let mut rng = Rng::new(p.seed, 300);
         while !ctx.should_stop() && !ENDING.load(Relaxed) {
             // Bursts with quiet gaps: the callbacks of a burst run within milliseconds, and
@@ -898,13 +902,13 @@ fn task_worker(targets: KVec<ARef<Task>>, p: Params) -> Result<Thread<()>> {
                 };
                 let cancel = rng.below(8) == 0;
                 let r = if cancel {
-                    task_work::add_cancelable(t, notify, Probe::new()).map(|pending| {
+                    task_work::add_cancelable(p.module, t, notify, Probe::new()).map(|pending| {
                         if pending.cancel().is_some() {
                             STATS.tw_cancelled.fetch_add(1, Relaxed);
                         }
                     })
                 } else {
-                    task_work::add(t, notify, Probe::new())
+                    task_work::add(p.module, t, notify, Probe::new())
                 };
                 match r {
                     Ok(()) => STATS.tw_added.fetch_add(1, Relaxed),
@@ -930,7 +934,7 @@ fn cpu_is_online(cpu: u32) -> bool {
 }
 
 fn hotplug(p: Params) -> Result<Thread<()>> {
-    thread::spawn(fmt!("krs-st-onoff"), move |ctx| {
+    thread::spawn(p.module, fmt!("krs-st-onoff"), move |ctx| {
         let mut rng = Rng::new(p.seed, 400);
         let holdoff = Delta::from_secs(i64::from(p.onoff_holdoff));
         if !matches!(ctx.sleep(holdoff), Wake::Timeout) && holdoff.as_nanos() > 0 {
@@ -1000,7 +1004,7 @@ fn run(ctx: &thread::Context<'_>, mut p: Params) -> Result {
     }
     let mut lanes = KVec::with_capacity(p.nworkers as usize, GFP_KERNEL)?;
     for i in 0..p.nworkers as usize {
-        lanes.push(new_lane(i, p.nproducers as usize)?, GFP_KERNEL)?;
+        lanes.push(new_lane(p.module, i, p.nproducers as usize)?, GFP_KERNEL)?;
     }
     let lanes = Arc::new(lanes, GFP_KERNEL)?;
     for i in 0..p.nproducers as usize {
@@ -1209,9 +1213,9 @@ struct Stress {
 }
 
 impl kernel::Module for Stress {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        let p = Params::read()?;
-        let controller = thread::spawn(fmt!("krs-stress"), move |ctx| {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let p = Params::read(module)?;
+        let controller = thread::spawn(module, fmt!("krs-stress"), move |ctx| {
             let r = run(ctx, p);
             if let Err(e) = r {
                 pr_err!("kthread-rs stress: FAIL: setup failed: {:?}\n", e);

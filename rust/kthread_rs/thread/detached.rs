@@ -10,7 +10,7 @@
 //! that does not return into the module, after telling whoever keeps the module that it is
 //! done:
 //!
-//! - [`spawn_detached`]: the thread holds a reference on this module while it runs, and leaves
+//! - [`spawn_detached`]: the thread holds a reference on its module while it runs, and leaves
 //!   through `module_put_and_kthread_exit()`. `rmmod` is refused until every detached thread
 //!   has ended.
 //! - [`ThreadGroup`]: the threads leave through `kthread_complete_and_exit()`, completing the
@@ -45,7 +45,7 @@ use kernel::{
 ///
 /// - `run` is `run::<F>` for the [`Block<F>`] that starts with this head.
 /// - `group` is the [`GroupInner`] whose completion the thread completes at its exit, or null:
-///   the thread holds a reference on this module, and gives it back at its exit.
+///   the thread holds a reference on its module (its header's), and gives it back at its exit.
 /// - `orphan` is null, or (set with a null `group` by a drop of the thread's group that ran on
 ///   this thread) that group, now owned by the thread, which frees it before it leaves.
 /// - A thread with a group is on that group's member list (linked through `next`, with its
@@ -97,7 +97,7 @@ impl<F> Block<F> {
 unsafe fn keep_body(_h: NonNull<Header>) {}
 
 /// The C `threadfn` of every detached thread: run the body, then leave without returning into
-/// this module.
+/// the module.
 ///
 /// # Safety
 ///
@@ -125,14 +125,17 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     };
     // SAFETY: The block is alive; `orphan` was set, if at all, with `group` (read above).
     let orphan = unsafe { (*head).start.orphan };
-    let module = sys::this_module();
+    // SAFETY: The block is alive (freed below, after this read).
+    let module = unsafe { (*head).header.module() };
     // Once unlinked, the reaper no longer waits for this thread, so the module code it runs
     // until it leaves (freeing its block) needs a module reference: a detached thread holds
     // one (`group` null), a group thread takes one now. Only while the module is live: a
     // module whose `init` fails is freed whatever its count, and one that is going cannot be
     // held. Without one, the thread leaves its block to the reaper, still linked.
     // Taken only while the module is live; given back below, by the exit.
-    let held = group.is_null() || sys::this_module_get().is_ok();
+    // SAFETY: `module` is the thread's, from the `&'static ThisModule` it was spawned with
+    // (invariant of its header's `Entry`); this thread runs its code.
+    let held = group.is_null() || unsafe { sys::module_get(module) }.is_ok();
     if !held {
         // SAFETY: The block is alive (the reaper frees it once this thread has exited, and waits
         // for that: it is linked). The reaper stops this thread after its exit too, which needs
@@ -161,9 +164,9 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
         // (the reference taken above).
         unsafe { bindings::complete(Opaque::cast_into(&raw const (*group).done)) };
     }
-    // SAFETY: This thread holds a reference on this module (see above), and this is its one
+    // SAFETY: This thread holds a reference on its module (see above), and this is its one
     // release. `__module_put_and_kthread_exit()` is kernel code that never returns, so no code
-    // of this module runs after the reference is gone.
+    // of the module runs after the reference is gone.
     unsafe { bindings::__module_put_and_kthread_exit(module, 0) }
 }
 
@@ -212,8 +215,9 @@ unsafe fn reap_release<F>(h: NonNull<Header>) {
         // SAFETY: The thread never ran, so no one else touches `start` but its group's lock.
         let group = unsafe { (*head).start.group };
         if group.is_null() {
-            // SAFETY: The module reference that `spawn_detached` took for the thread.
-            unsafe { sys::this_module_put() };
+            // SAFETY: The module reference that `spawn_detached` took for the thread, on the
+            // module that it spawned the thread with (the header's).
+            unsafe { sys::module_put((*head).header.module()) };
         } else {
             // SAFETY: The group is alive: it waits for this thread's completion, given here.
             unsafe {
@@ -226,9 +230,14 @@ unsafe fn reap_release<F>(h: NonNull<Header>) {
     drop(unsafe { KBox::from_raw(head.cast::<Block<F>>()) });
 }
 
-/// Create and wake a detached thread that leaves as `group` says (see [`Start`]); a group
-/// thread is put on the group's list before it is woken.
-fn spawn_block<F>(name: fmt::Arguments<'_>, f: F, group: *const GroupInner) -> Result
+/// Create and wake a detached thread that runs `f`, code of `module`, and leaves as `group`
+/// says (see [`Start`]); a group thread is put on the group's list before it is woken.
+fn spawn_block<F>(
+    module: &'static ThisModule,
+    name: fmt::Arguments<'_>,
+    f: F,
+    group: *const GroupInner,
+) -> Result
 where
     F: FnOnce(&Context<'_>) + Send + 'static,
 {
@@ -238,7 +247,7 @@ where
     let block = KBox::pin_init(
         pin_init!(Block::<F> {
             head <- pin_init!(Head {
-                header <- Header::new(&Block::<F>::OPS, SELF_OWNED),
+                header <- Header::new(module, &Block::<F>::OPS, SELF_OWNED),
                 start: Start {
                     run: run::<F>,
                     group,
@@ -302,13 +311,14 @@ where
 
 /// Start a thread named `name` that runs `f` and ends by itself: no handle, no stop.
 ///
-/// The thread holds a reference on this module until its exit, which gives it back with the C
+/// `module` is the module whose code the thread runs (`THIS_MODULE`). The thread holds a
+/// reference on it until its exit, which gives it back with the C
 /// `module_put_and_kthread_exit()`, so `rmmod` is refused while it runs. Use it for work that
 /// finishes on its own (a one-shot probe, a firmware load); use [`spawn`](super::spawn) for
 /// anything that must be stopped, and [`ThreadGroup`] when unload should wait instead.
 ///
-/// `EBUSY` unless this module is live: a module whose `init` fails is freed whatever
-/// references it has, so a detached thread cannot be started before `init` has returned.
+/// `EBUSY` unless `module` is live: a module whose `init` fails is freed whatever references
+/// it has, so a detached thread cannot be started before `init` has returned.
 ///
 /// # Context
 ///
@@ -319,23 +329,25 @@ where
 /// ```ignore
 /// use kthread_rs::thread;
 ///
+/// # let module = kthread_rs::compat::this_module();
 /// // Let the device settle, then report it, without anyone waiting for it.
-/// thread::spawn_detached(fmt!("mydrv-settle"), |ctx| {
+/// thread::spawn_detached(module, fmt!("mydrv-settle"), |ctx| {
 ///     ctx.sleep(kernel::time::Delta::from_millis(100));
 ///     pr_info!("mydrv: settled\n");
 /// })?;
 /// # Ok::<(), Error>(())
 /// ```
-pub fn spawn_detached<F>(name: fmt::Arguments<'_>, f: F) -> Result
+pub fn spawn_detached<F>(module: &'static ThisModule, name: fmt::Arguments<'_>, f: F) -> Result
 where
     F: FnOnce(&Context<'_>) + Send + 'static,
 {
     kernel::task::might_sleep();
-    sys::this_module_get()?;
-    spawn_block(name, f, ptr::null()).inspect_err(|_| {
+    // SAFETY: The module of a `&'static ThisModule`.
+    unsafe { sys::module_get(module.as_ptr()) }?;
+    spawn_block(module, name, f, ptr::null()).inspect_err(|_| {
         // SAFETY: The reference taken above, which no thread took over. The caller is running
-        // this module's code, so whatever called it keeps the module.
-        unsafe { sys::this_module_put() }
+        // the module's code, so whatever called it keeps the module.
+        unsafe { sys::module_put(module.as_ptr()) }
     })
 }
 
@@ -452,15 +464,16 @@ unsafe fn unlink(first: &mut *mut Head, head: *mut Head) {
 ///
 /// `outstanding` counts the threads spawned in the group whose completion has not been
 /// waited for; `inner` is freed only after that many completions have been waited for (or
-/// leaked).
+/// leaked). `module` is the module whose code the group's threads run.
 ///
 /// # Examples
 ///
 /// ```ignore
 /// use kthread_rs::thread::ThreadGroup;
 ///
+/// # let module = kthread_rs::compat::this_module();
 /// // In the module's data: its drop at rmmod waits for the flushes still running.
-/// let group = ThreadGroup::new()?;
+/// let group = ThreadGroup::new(module)?;
 /// for i in 0..4 {
 ///     group.spawn(fmt!("mydrv-flush/{i}"), move |ctx| {
 ///         ctx.sleep(kernel::time::Delta::from_millis(10 * i));
@@ -470,6 +483,7 @@ unsafe fn unlink(first: &mut *mut Head, head: *mut Head) {
 /// # Ok::<(), Error>(())
 /// ```
 pub struct ThreadGroup {
+    module: &'static ThisModule,
     inner: ManuallyDrop<Pin<KBox<GroupInner>>>,
     outstanding: AtomicUsize,
 }
@@ -477,10 +491,12 @@ pub struct ThreadGroup {
 impl ThreadGroup {
     /// An empty group.
     ///
+    /// `module` is the module whose code the group's threads run (`THIS_MODULE`).
+    ///
     /// # Context
     ///
     /// May sleep (`GFP_KERNEL`).
-    pub fn new() -> Result<Self> {
+    pub fn new(module: &'static ThisModule) -> Result<Self> {
         kernel::task::might_sleep();
         let inner = KBox::pin_init(
             pin_init!(GroupInner {
@@ -492,14 +508,16 @@ impl ThreadGroup {
             }),
             GFP_KERNEL,
         )?;
-        // INVARIANT: No thread yet.
+        // INVARIANT: No thread yet; `module` as the caller says.
         Ok(ThreadGroup {
+            module,
             inner: ManuallyDrop::new(inner),
             outstanding: AtomicUsize::new(0),
         })
     }
 
-    /// Start a thread named `name` that runs `f` in the group.
+    /// Start a thread named `name` that runs `f` in the group (code of the group's module, the
+    /// one given to [`ThreadGroup::new`]).
     ///
     /// # Context
     ///
@@ -510,7 +528,7 @@ impl ThreadGroup {
     {
         kernel::task::might_sleep();
         let inner: *const GroupInner = &**self.inner;
-        spawn_block(name, f, inner)?;
+        spawn_block(self.module, name, f, inner)?;
         // INVARIANT: One more thread whose completion is owed. It may have completed already:
         // the completion counts.
         self.outstanding.fetch_add(1, Ordering::Relaxed);
@@ -570,7 +588,9 @@ impl Drop for ThreadGroup {
         pr_warn!("kthread_rs: a ThreadGroup was dropped by one of its own threads\n");
         // Only while live: a reference taken while `init` runs does not keep the module (a
         // failing `init` frees it whatever its count).
-        if sys::this_module_get().is_err() {
+        // SAFETY: `me` is on the locked list, so its block is alive; its module is that of the
+        // `&'static ThisModule` it was spawned with (invariant of its header's `Entry`).
+        if unsafe { sys::module_get((*me).header.module()) }.is_err() {
             drop(members);
             pr_warn!("kthread_rs: module not live: the ThreadGroup is leaked, not waited for\n");
             // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.

@@ -115,11 +115,15 @@ static THREAD_ENTRY: EntryOps = EntryOps {
 };
 
 impl Header {
-    /// A header for a thread that runs in this module, with `flags` set.
-    pub(super) fn new(ops: &'static ThreadOps, flags: u32) -> impl PinInit<Self> {
+    /// A header for a thread that runs code of `module`, with `flags` set.
+    pub(super) fn new(
+        module: &'static ThisModule,
+        ops: &'static ThreadOps,
+        flags: u32,
+    ) -> impl PinInit<Self> {
         // INVARIANT: Not linked yet, no task yet; `stopped` not completed.
         pin_init!(Self {
-            entry: Entry::new(sys::this_module(), &THREAD_ENTRY),
+            entry: Entry::new(module, &THREAD_ENTRY),
             task: Atomic::new(core::ptr::null_mut()),
             ops,
             flags: Atomic::new(flags),
@@ -160,6 +164,11 @@ impl Header {
     /// Any context that may take a spinlock.
     pub(super) fn claim_and_unlink(&self) -> bool {
         registry::claim_and_unlink(&self.entry)
+    }
+
+    /// The module whose code the thread runs (null: built in).
+    pub(super) fn module(&self) -> *mut bindings::module {
+        self.entry.module()
     }
 
     /// The thread's task.
@@ -286,9 +295,12 @@ impl Header {
     ///
     /// Any context.
     pub(super) fn orphan(&self) {
+        let module = self.entry.module();
         // A reference on the module for the thread's way out, while one can be had (a module
         // whose `init` has not returned, or that is going away, lets the reaper end it).
-        let modref = sys::this_module_get().is_ok();
+        // SAFETY: `module` is the thread's: the module of the `&'static ThisModule` that it was
+        // created with (invariant of `Entry`).
+        let modref = unsafe { sys::module_get(module) }.is_ok();
         let mut old = self.flags.load(ordering::Relaxed);
         loop {
             // A thread that has decided how it leaves (from an interrupt on it, after its
@@ -302,8 +314,8 @@ impl Header {
                 Ok(_) => {
                     if modref && new & ORPHAN_MODREF == 0 {
                         // SAFETY: The reference taken above, not handed over. The caller runs
-                        // this module's code, so whatever called it keeps the module.
-                        unsafe { sys::this_module_put() };
+                        // the module's code, so whatever called it keeps the module.
+                        unsafe { sys::module_put(module) };
                     }
                     break;
                 }
@@ -403,10 +415,12 @@ pub(super) unsafe fn leave(h: NonNull<Header>) -> c_int {
     if flags & ORPHAN == 0 {
         return 0;
     }
-    if flags & ORPHAN_MODREF == 0 && sys::this_module_get().is_err() {
+    let module = hdr.entry.module();
+    // SAFETY: The module of the `&'static ThisModule` that this thread was created with
+    // (invariant of `Entry`), whose code it runs.
+    if flags & ORPHAN_MODREF == 0 && unsafe { sys::module_get(module) }.is_err() {
         return 0;
     }
-    let module = hdr.entry.module();
     let task = hdr.task.load(ordering::Relaxed);
     if registry::claim_and_unlink(&hdr.entry) {
         // SAFETY: The orphaned handle's share of the memory and its task reference are this

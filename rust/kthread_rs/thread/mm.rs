@@ -40,8 +40,12 @@ impl Context<'_> {
     /// use kthread_rs::thread;
     ///
     /// // Write a word into a process's memory at `addr`, from a kthread.
-    /// fn poke(mm: kernel::sync::aref::ARef<MmWithUser>, addr: usize) -> Result {
-    ///     let t = thread::spawn(fmt!("mydrv-poke"), move |ctx| {
+    /// fn poke(
+    ///     module: &'static ThisModule,
+    ///     mm: kernel::sync::aref::ARef<MmWithUser>,
+    ///     addr: usize,
+    /// ) -> Result {
+    ///     let t = thread::spawn(module, fmt!("mydrv-poke"), move |ctx| {
     ///         ctx.with_mm(&mm, |_ctx| {
     ///             let mut w =
     ///                 kernel::uaccess::UserSlice::new(UserPtr::from_addr(addr), 8).writer();

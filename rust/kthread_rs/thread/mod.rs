@@ -16,8 +16,10 @@
 //! use kthread_rs::thread::{self, Exit, Wake};
 //! use kernel::time::Delta;
 //!
-//! // A polling thread: wake every 10 ms until stopped; returns how often it polled.
-//! let poller = thread::spawn(fmt!("mydrv-poll/{}", 0), |ctx| {
+//! # let module = kthread_rs::compat::this_module();
+//! // A polling thread: wake every 10 ms until stopped; returns how often it polled. `module`
+//! // is the driver's `&'static ThisModule` (the one `Module::init` was given).
+//! let poller = thread::spawn(module, fmt!("mydrv-poll/{}", 0), |ctx| {
 //!     let mut polls = 0u64;
 //!     while ctx.sleep(Delta::from_millis(10)) != Wake::Stop {
 //!         polls += 1;
@@ -271,13 +273,14 @@ fn with_name<R>(name: fmt::Arguments<'_>, f: impl FnOnce(&CStr) -> Result<R>) ->
     f(&CString::try_from_fmt(name)?)
 }
 
-/// Create a kthread running `body` (not yet woken), link it into the registry, and take the
-/// handle's task reference.
+/// Create a kthread running `body`, code of `module` (not yet woken), link it into the
+/// registry, and take the handle's task reference.
 ///
 /// # Context
 ///
 /// May sleep.
 fn create_raw<'a, B: Body + 'a>(
+    module: &'static ThisModule,
     place: Place,
     name: &CStr,
     body: B,
@@ -289,7 +292,7 @@ fn create_raw<'a, B: Body + 'a>(
     }
     let shared = Arc::pin_init(
         pin_init!(Shared {
-            header <- Header::new(&Shared::<B>::OPS, 0),
+            header <- Header::new(module, &Shared::<B>::OPS, 0),
             body: UnsafeCell::new(Some(body)),
             result: UnsafeCell::new(None),
         }),
@@ -563,14 +566,17 @@ fn to_result(err: c_int) -> Result {
 /// Create a thread named `name` that will run `f`, on any CPU and node; start it with
 /// [`NewThread::start`] after configuring it.
 ///
+/// `module` is the module whose code the thread runs (`THIS_MODULE`).
+///
 /// # Examples
 ///
 /// ```ignore
 /// use kernel::cpu::CpuId;
 /// use kthread_rs::thread::{self, Exit};
 ///
+/// # let module = kthread_rs::compat::this_module();
 /// // A low-priority housekeeping thread on CPU 0 that returns a status.
-/// let mut t = thread::create(fmt!("mydrv-house"), |ctx| -> Result<u32> {
+/// let mut t = thread::create(module, fmt!("mydrv-house"), |ctx| -> Result<u32> {
 ///     let mut rounds = 0;
 ///     while !ctx.should_stop() {
 ///         rounds += 1;
@@ -589,60 +595,77 @@ fn to_result(err: c_int) -> Result {
 /// # Context
 ///
 /// May sleep.
-pub fn create<F, T>(name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+pub fn create<F, T>(
+    module: &'static ThisModule,
+    name: fmt::Arguments<'_>,
+    f: F,
+) -> Result<NewThread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
     T: Send + 'static,
 {
     kernel::task::might_sleep();
-    create_on_node(NUMA_NO_NODE, name, f)
+    create_on_node(module, NUMA_NO_NODE, name, f)
 }
 
 /// Like [`create`], with the thread's memory on NUMA node `node` ([`NUMA_NO_NODE`]: any).
 ///
-/// `EINVAL` if `node` is not an online node.
+/// `module` is the module whose code the thread runs (`THIS_MODULE`). `EINVAL` if `node` is
+/// not an online node.
 ///
 /// # Context
 ///
 /// May sleep.
-pub fn create_on_node<F, T>(node: i32, name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+pub fn create_on_node<F, T>(
+    module: &'static ThisModule,
+    node: i32,
+    name: fmt::Arguments<'_>,
+    f: F,
+) -> Result<NewThread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
     T: Send + 'static,
 {
     kernel::task::might_sleep();
-    new_thread(Place::Node(node), name, Once(f))
+    new_thread(module, Place::Node(node), name, Once(f))
 }
 
 /// Like [`create`], with the thread bound to `cpu`, as the C `kthread_create_on_cpu()` does.
 ///
-/// The binding holds while `cpu` is online; see [`create_parkable_on_cpu`] for hotplug.
+/// `module` is the module whose code the thread runs (`THIS_MODULE`). The binding holds while
+/// `cpu` is online; see [`create_parkable_on_cpu`] for hotplug.
 ///
 /// # Context
 ///
 /// May sleep.
-pub fn create_on_cpu<F, T>(cpu: CpuId, name: fmt::Arguments<'_>, f: F) -> Result<NewThread<T>>
+pub fn create_on_cpu<F, T>(
+    module: &'static ThisModule,
+    cpu: CpuId,
+    name: fmt::Arguments<'_>,
+    f: F,
+) -> Result<NewThread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
     T: Send + 'static,
 {
     kernel::task::might_sleep();
-    new_thread(Place::Cpu(cpu), name, Once(f))
+    new_thread(module, Place::Cpu(cpu), name, Once(f))
 }
 
 /// Create and start a thread named `name` that runs `f` (the C `kthread_run()`).
 ///
-/// `name` is formatted by Rust (`fmt!("mydrv/{}", id)`) and never used as a C format. The
-/// task's `comm` keeps its first 15 bytes.
+/// `module` is the module whose code the thread runs (`THIS_MODULE`). `name` is formatted by
+/// Rust (`fmt!("mydrv/{}", id)`) and never used as a C format. The task's `comm` keeps its
+/// first 15 bytes.
 ///
 /// # Context
 ///
 /// May sleep.
-pub fn spawn<F, T>(name: fmt::Arguments<'_>, f: F) -> Result<Thread<T>>
+pub fn spawn<F, T>(module: &'static ThisModule, name: fmt::Arguments<'_>, f: F) -> Result<Thread<T>>
 where
     F: FnOnce(&Context<'_>) -> T + Send + 'static,
     T: Send + 'static,
 {
     kernel::task::might_sleep();
-    Ok(create(name, f)?.start())
+    Ok(create(module, name, f)?.start())
 }

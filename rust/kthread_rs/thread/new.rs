@@ -166,7 +166,8 @@ impl<T, P> NewThread<T, P> {
     /// // Prefer CPU 1 (say, the CPU of the device's interrupt), without pinning to it.
     /// let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
     /// mask.set(CpuId::from_u32(1).ok_or(EINVAL)?);
-    /// let mut t = thread::create(fmt!("mydrv-irqwork"), |ctx| {
+    /// # let module = kthread_rs::compat::this_module();
+    /// let mut t = thread::create(module, fmt!("mydrv-irqwork"), |ctx| {
     ///     while ctx.sleep(kernel::time::Delta::from_millis(10)) != thread::Wake::Stop {}
     /// })?;
     /// t.affine_preferred(&mask)?;
@@ -315,12 +316,13 @@ impl<S> NewThread<S, Parkable> {
     }
 }
 pub(super) fn new_thread<B: Body + 'static, P>(
+    module: &'static ThisModule,
     place: Place,
     name: fmt::Arguments<'_>,
     body: B,
 ) -> Result<NewThread<B::Output, P>> {
     kernel::task::might_sleep();
-    let (task, shared) = with_name(name, |name| create_raw(place, name, body))?;
+    let (task, shared) = with_name(name, |name| create_raw(module, place, name, body))?;
     Ok(NewThread {
         handle: Handle::new(task, shared),
         bound: matches!(place, Place::Cpu(_)),

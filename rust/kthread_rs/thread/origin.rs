@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Introspection: is a task one of this module's threads, and with which body
+//! Introspection: is a task one of a module's threads, and with which body
 //! (`kthread_func()`)?
 //!
 //! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
 
-use super::super::sys;
 use core::ptr;
-use kernel::{bindings, task::Task};
+use kernel::{bindings, prelude::*, task::Task};
 
 /// The identity of a thread's body: the C `threadfn` of the thread, which this API makes one
 /// per body type. Compare it with a handle's (e.g.
@@ -26,19 +25,20 @@ pub struct BodyId(pub(super) usize);
 pub enum Origin {
     /// Not a kernel thread: a user task (or a user worker, such as an io_uring worker).
     NotKthread,
-    /// A kernel thread that this module did not start through this API.
+    /// A kernel thread that the module did not start through this API.
     Kthread,
-    /// A thread that this module started through this API, running the body `BodyId`.
+    /// A thread that the module started through this API, running the body `BodyId`.
     Ours(BodyId),
 }
 
-/// Is `task` one of the threads that this module started through this API, and with which
-/// body? The C `kthread_func()`.
+/// Is `task` one of the threads that `module` started through this API, and with which body?
+/// The C `kthread_func()`.
 ///
-/// "Ours" means that the thread's C `threadfn` is code of this module (this file is included
-/// into each module, see [`super`]): in a module that starts its threads only through this
-/// API, exactly those threads. A thread of another module using kthread-rs is
-/// [`Origin::Kthread`] here. Exited tasks answer as they did while they ran.
+/// `module` is the module whose threads to recognise (`THIS_MODULE`). "Ours" means that the
+/// thread's C `threadfn` is code of `module` (this file is included into each module, see
+/// [`super`]): in a module that starts its threads only through this API, exactly those
+/// threads. A thread of another module using kthread-rs is [`Origin::Kthread`] here. Exited
+/// tasks answer as they did while they ran. A built-in `module` (null) recognises none.
 ///
 /// There is no safe form of `kthread_data()`: the data pointer of a thread is its control
 /// block, which the thread's handle frees once the thread has exited, while the `task_struct`
@@ -54,17 +54,18 @@ pub enum Origin {
 /// ```ignore
 /// use kthread_rs::thread::{self, Origin};
 ///
-/// let t = thread::spawn(fmt!("mydrv-flush"), |ctx| {
+/// # let module = kthread_rs::compat::this_module();
+/// let t = thread::spawn(module, fmt!("mydrv-flush"), |ctx| {
 ///     while ctx.sleep(kernel::time::Delta::from_millis(10)) != thread::Wake::Stop {}
 /// })?;
 /// // In a path that may run on any task: is this our flusher (e.g. to avoid waiting for
 /// // ourselves)?
 /// let current = kernel::current!();
-/// let on_flusher = thread::origin(&current) == Origin::Ours(t.body_id());
+/// let on_flusher = thread::origin(module, &current) == Origin::Ours(t.body_id());
 /// # let _ = on_flusher;
 /// # Ok::<(), Error>(())
 /// ```
-pub fn origin(task: &Task) -> Origin {
+pub fn origin(module: &'static ThisModule, task: &Task) -> Origin {
     // SAFETY: `task` is alive (borrowed); `flags` is read once, as the C `READ_ONCE()`.
     let flags = unsafe { ptr::read_volatile(&raw const (*task.as_ptr()).flags) };
     if flags & bindings::PF_KTHREAD == 0 {
@@ -73,22 +74,22 @@ pub fn origin(task: &Task) -> Origin {
     // SAFETY: `task` is alive (borrowed), and so is its `struct kthread`, which is freed with
     // the `task_struct`; `kthread_func()` returns null for a task without one.
     let f = unsafe { bindings::kthread_func(task.as_ptr()) } as usize;
-    if f != 0 && in_this_module_text(f) {
+    if f != 0 && in_module_text(module, f) {
         Origin::Ours(BodyId(f))
     } else {
         Origin::Kthread
     }
 }
 
-/// Is `addr` in the text of this module?
-fn in_this_module_text(addr: usize) -> bool {
-    let module = sys::this_module();
+/// Is `addr` in the text of `module`?
+fn in_module_text(module: &'static ThisModule, addr: usize) -> bool {
+    let module = module.as_ptr();
     if module.is_null() {
         // Built in: this API's code cannot be told from the rest of the kernel's.
         return false;
     }
-    // SAFETY: `module` is this module, live while its code runs; the text region is fixed
-    // once the module is loaded.
+    // SAFETY: `module` is the module of a `&'static ThisModule`, loaded while the reference can
+    // be used; the text region is fixed once the module is loaded.
     let text = unsafe { &(*module).mem[bindings::mod_mem_type_MOD_TEXT as usize] };
     let base = text.base as usize;
     addr >= base && addr - base < text.size as usize

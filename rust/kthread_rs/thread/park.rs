@@ -147,10 +147,13 @@ impl<S> Deref for ParkableThread<S> {
 /// [`ControlFlow::Break`] or the thread is stopped, parking between steps when asked; its
 /// handle returns `state` at the end.
 ///
+/// `module` is the module whose code the thread runs (`THIS_MODULE`).
+///
 /// # Context
 ///
 /// May sleep.
 pub fn create_parkable<S, F>(
+    module: &'static ThisModule,
     name: fmt::Arguments<'_>,
     state: S,
     step: F,
@@ -160,10 +163,12 @@ where
     F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
 {
     kernel::task::might_sleep();
-    new_thread(Place::Node(NUMA_NO_NODE), name, Steps(state, step))
+    new_thread(module, Place::Node(NUMA_NO_NODE), name, Steps(state, step))
 }
 
 /// Like [`create_parkable`], bound to `cpu` (the C `kthread_create_on_cpu()`).
+///
+/// `module` is the module whose code the thread runs (`THIS_MODULE`).
 ///
 /// The binding holds while `cpu` is online. If `cpu` goes offline, the scheduler moves the
 /// thread to another CPU and unbinds it (modules cannot mark threads per-CPU as the kernel's
@@ -173,6 +178,7 @@ where
 ///
 /// May sleep.
 pub fn create_parkable_on_cpu<S, F>(
+    module: &'static ThisModule,
     cpu: CpuId,
     name: fmt::Arguments<'_>,
     state: S,
@@ -183,10 +189,12 @@ where
     F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
 {
     kernel::task::might_sleep();
-    new_thread(Place::Cpu(cpu), name, Steps(state, step))
+    new_thread(module, Place::Cpu(cpu), name, Steps(state, step))
 }
 
 /// Create and start a parkable thread; see [`create_parkable`].
+///
+/// `module` is the module whose code the thread runs (`THIS_MODULE`).
 ///
 /// # Examples
 ///
@@ -194,8 +202,9 @@ where
 /// use core::ops::ControlFlow;
 /// use kthread_rs::thread::{self, Exit};
 ///
+/// # let module = kthread_rs::compat::this_module();
 /// // Poll a device every 10 ms; park it while the device is suspended.
-/// let mut poller = thread::spawn_parkable(fmt!("mydrv-poll"), 0u64, |polls, ctx| {
+/// let mut poller = thread::spawn_parkable(module, fmt!("mydrv-poll"), 0u64, |polls, ctx| {
 ///     *polls += 1;
 ///     ctx.sleep(kernel::time::Delta::from_millis(10));
 ///     ControlFlow::Continue(())
@@ -212,6 +221,7 @@ where
 ///
 /// May sleep.
 pub fn spawn_parkable<S, F>(
+    module: &'static ThisModule,
     name: fmt::Arguments<'_>,
     state: S,
     step: F,
@@ -221,5 +231,5 @@ where
     F: FnMut(&mut S, &Context<'_>) -> ControlFlow<()> + Send + 'static,
 {
     kernel::task::might_sleep();
-    Ok(create_parkable(name, state, step)?.start())
+    Ok(create_parkable(module, name, state, step)?.start())
 }

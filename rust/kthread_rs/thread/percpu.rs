@@ -111,8 +111,9 @@ impl<S: Send> Body for PerCpuSteps<S> {
 /// use core::ops::ControlFlow;
 /// use kthread_rs::thread::PerCpuThreads;
 ///
+/// # let module = kthread_rs::compat::this_module();
 /// // Count, per CPU, how often the thread ran a step.
-/// let set = PerCpuThreads::new(c"mydrv", |_cpu| 0u64, |n, ctx| {
+/// let set = PerCpuThreads::new(module, c"mydrv", |_cpu| 0u64, |n, ctx| {
 ///     *n += 1;
 ///     ctx.sleep(kernel::time::Delta::from_millis(100));
 ///     ControlFlow::Continue(())
@@ -216,14 +217,16 @@ impl Drop for InCallback {
 impl<S: Send + 'static> PerCpuThreads<S> {
     /// Start one thread per online CPU, named `"<name>/<cpu>"`, and follow CPU hotplug.
     ///
-    /// `name` also names the CPU hotplug state (see `/sys/devices/system/cpu/hotplug/states`).
-    /// `EDEADLK` in `init` of a set or in a step (where migration is disabled): setting up a
-    /// hotplug state would wait for CPU hotplug, which waits for the caller.
+    /// `module` is the module whose code the threads run (`THIS_MODULE`). `name` also names the
+    /// CPU hotplug state (see `/sys/devices/system/cpu/hotplug/states`). `EDEADLK` in `init` of
+    /// a set or in a step (where migration is disabled): setting up a hotplug state would wait
+    /// for CPU hotplug, which waits for the caller.
     ///
     /// # Context
     ///
     /// May sleep.
     pub fn new(
+        module: &'static ThisModule,
         name: &'static CStr,
         init: impl Fn(CpuId) -> S + Send + Sync + 'static,
         step: fn(&mut S, &Context<'_>) -> ControlFlow<()>,
@@ -261,7 +264,7 @@ impl<S: Send + 'static> PerCpuThreads<S> {
         let state = bindings::cpuhp_state::try_from(state).map_err(|_| Error::from_errno(state))?;
         let inner = KBox::pin_init(
             pin_init!(PerCpuInner {
-                entry: Entry::new(sys::this_module(), &Self::ENTRY_OPS),
+                entry: Entry::new(module, &Self::ENTRY_OPS),
                 node: Opaque::uninit(),
                 state,
                 name: name_str,
@@ -437,7 +440,7 @@ impl<S: Send + 'static> PerCpuThreads<S> {
                     step: this.step,
                 };
                 CString::try_from_fmt(fmt!("{}/{}", this.name, cpu))
-                    .and_then(|name| create_raw(Place::Cpu(id), &name, body))
+                    .and_then(|name| create_raw(this.entry.owner(), Place::Cpu(id), &name, body))
                     .map(|(task, shared)| {
                         let t = NewThread::<S, Parkable> {
                             handle: Handle::new(task, shared),
@@ -542,7 +545,8 @@ impl<S: Send + 'static> Drop for PerCpuThreads<S> {
         // or with migration disabled (where removing a hotplug state would wait for us): a
         // thread of its own tears it down (H20, H24).
         let set = SetPtr(inner);
-        let handed = spawn_detached(fmt!("{}-teardown", self.inner().name), move |_ctx| {
+        let (module, name) = (self.inner().entry.owner(), self.inner().name);
+        let handed = spawn_detached(module, fmt!("{name}-teardown"), move |_ctx| {
             let set = set;
             // SAFETY: The set was handed over whole to this thread.
             unsafe { PerCpuThreads::teardown_owned(set.0) };

@@ -18,8 +18,10 @@ use kernel::{bindings, fmt, prelude::*, str::CString, sync::aref::ARef, sync::Ar
 /// # Invariants
 ///
 /// Every thread spawned in the scope has an entry in `threads`, and is stopped (and has
-/// exited) before [`scope`] returns.
+/// exited) before [`scope`] returns. `module` is the module whose code the scope's threads run
+/// (the one [`scope`] was given).
 pub struct Scope<'scope, 'env: 'scope> {
+    module: &'static ThisModule,
     threads: UnsafeCell<KVec<ScopeEntry>>,
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -85,7 +87,8 @@ pub struct ScopedThread<'scope, T> {
 }
 
 impl<'scope, 'env> Scope<'scope, 'env> {
-    /// Create and start a thread that may borrow anything that outlives the scope.
+    /// Create and start a thread that may borrow anything that outlives the scope. It runs code
+    /// of the scope's module (the `module` given to [`scope`]).
     ///
     /// # Context
     ///
@@ -106,7 +109,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         // SAFETY: `Scope` is `!Sync`, so only this task touches `threads`, and no other
         // reference into it lives during this statement.
         unsafe { (*self.threads.get()).reserve(1, GFP_KERNEL)? };
-        let (task, shared) = create_raw(Place::Node(NUMA_NO_NODE), &name, Once(f))?;
+        let (task, shared) = create_raw(self.module, Place::Node(NUMA_NO_NODE), &name, Once(f))?;
         let raw = Arc::into_raw(shared).cast_mut().cast::<Header>();
         // SAFETY: `Arc::into_raw` never returns null.
         let header = unsafe { NonNull::new_unchecked(raw) };
@@ -209,6 +212,8 @@ impl<T> Deref for ScopedThread<'_, T> {
 /// its handle was forgotten with `mem::forget` (H8): the scope keeps its own record of each
 /// thread.
 ///
+/// `module` is the module whose code the scope's threads run (`THIS_MODULE`).
+///
 /// # Context
 ///
 /// May sleep (at the end, it waits for the scope's threads).
@@ -217,8 +222,9 @@ impl<T> Deref for ScopedThread<'_, T> {
 ///
 /// ```ignore
 /// # use kthread_rs::thread;
+/// # let module = kthread_rs::compat::this_module();
 /// let mut hits = [0u32; 4];
-/// thread::scope(|s| -> Result {
+/// thread::scope(module, |s| -> Result {
 ///     for (i, h) in hits.iter_mut().enumerate() {
 ///         let _ = s.spawn(fmt!("scoped/{i}"), move |_ctx| *h = i as u32 * 10)?.join();
 ///     }
@@ -226,12 +232,13 @@ impl<T> Deref for ScopedThread<'_, T> {
 /// })?;
 /// # Ok::<(), Error>(())
 /// ```
-pub fn scope<'env, F, R>(f: F) -> R
+pub fn scope<'env, F, R>(module: &'static ThisModule, f: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
     kernel::task::might_sleep();
     let scope = Scope {
+        module,
         threads: UnsafeCell::new(KVec::new()),
         _scope: PhantomData,
         _env: PhantomData,

@@ -314,7 +314,8 @@ unsafe impl<T: Send + Sync> Sync for DelayedWork<T> {}
 ///     }
 /// }
 ///
-/// let worker = Worker::create(fmt!("mydrv-wd"))?;
+/// # let module = kthread_rs::compat::this_module();
+/// let worker = Worker::create(module, fmt!("mydrv-wd"))?;
 /// let wd = crate::new_delayed_work!(Watchdog)?;
 /// worker.queue_delayed(&wd, Delta::from_secs(5))?;
 /// worker.mod_delayed(&wd, Delta::from_secs(5))?; // pet it

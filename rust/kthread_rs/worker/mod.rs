@@ -29,7 +29,9 @@
 //!     }
 //! }
 //!
-//! let worker = Worker::create(fmt!("mydrv-worker"))?;
+//! # let module = kthread_rs::compat::this_module();
+//! // `module`: the driver's `&'static ThisModule` (the one `Module::init` was given).
+//! let worker = Worker::create(module, fmt!("mydrv-worker"))?;
 //! let work = Work::new(Counter(AtomicU32::new(0)))?;
 //! worker.queue(work.clone()).map_err(|(e, _work)| e)?;
 //! worker.flush(&work)?;
@@ -314,21 +316,30 @@ pub struct Worker {
 impl Worker {
     /// Create and start a worker whose thread is named `name`, on any CPU and node.
     ///
+    /// `module` is the module whose code the worker's items run (`THIS_MODULE`).
+    ///
     /// # Context
     ///
     /// May sleep.
-    pub fn create(name: fmt::Arguments<'_>) -> Result<Self> {
+    pub fn create(module: &'static ThisModule, name: fmt::Arguments<'_>) -> Result<Self> {
         kernel::task::might_sleep();
-        Self::create_on_node(NUMA_NO_NODE, false, name)
+        Self::create_on_node(module, NUMA_NO_NODE, false, name)
     }
 
     /// Create and start a worker on NUMA `node` ([`NUMA_NO_NODE`]: any), freezable if asked
     /// (`KTW_FREEZABLE`: it freezes during suspend). `EINVAL` if `node` is not online.
     ///
+    /// `module` is the module whose code the worker's items run (`THIS_MODULE`).
+    ///
     /// # Context
     ///
     /// May sleep.
-    pub fn create_on_node(node: i32, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+    pub fn create_on_node(
+        module: &'static ThisModule,
+        node: i32,
+        freezable: bool,
+        name: fmt::Arguments<'_>,
+    ) -> Result<Self> {
         kernel::task::might_sleep();
         thread::check_node(node)?;
         let name = CString::try_from_fmt(name)?;
@@ -341,16 +352,23 @@ impl Worker {
                 name.as_char_ptr(),
             )
         };
-        Self::start(raw)
+        Self::start(module, raw)
     }
 
     /// Create and start a worker whose thread is bound to `cpu`, freezable if asked. `EINVAL`
     /// unless `cpu` is a possible CPU.
     ///
+    /// `module` is the module whose code the worker's items run (`THIS_MODULE`).
+    ///
     /// # Context
     ///
     /// May sleep.
-    pub fn create_on_cpu(cpu: CpuId, freezable: bool, name: fmt::Arguments<'_>) -> Result<Self> {
+    pub fn create_on_cpu(
+        module: &'static ThisModule,
+        cpu: CpuId,
+        freezable: bool,
+        name: fmt::Arguments<'_>,
+    ) -> Result<Self> {
         kernel::task::might_sleep();
         thread::check_possible(cpu)?;
         let name = CString::try_from_fmt(name)?;
@@ -364,17 +382,17 @@ impl Worker {
                 fmt.as_ptr().cast(),
             )
         };
-        Self::start(raw)
+        Self::start(module, raw)
     }
 
-    fn start(raw: *mut bindings::kthread_worker) -> Result<Self> {
+    fn start(module: &'static ThisModule, raw: *mut bindings::kthread_worker) -> Result<Self> {
         let raw = NonNull::new(from_err_ptr(raw)?).ok_or(ENOMEM)?;
         // SAFETY: `raw` was just made, with its thread; `Task` is transparent over
         // `task_struct`, and `ARef::from` takes a reference of its own.
         let task = ARef::from(unsafe { &*(*raw.as_ptr()).task.cast::<Task>() });
         let inner = Arc::pin_init(
             pin_init!(Inner {
-                entry: Entry::new(sys::this_module(), &WORKER_ENTRY),
+                entry: Entry::new(module, &WORKER_ENTRY),
                 raw,
                 task,
                 gate: Atomic::new(0),
@@ -582,7 +600,8 @@ impl Drop for Worker {
             old = now;
         }
         let theirs = inner.clone();
-        let handed = thread::spawn_detached(fmt!("{}-teardown", inner.task.pid()), move |_ctx| {
+        let (module, pid) = (inner.entry.owner(), inner.task.pid());
+        let handed = thread::spawn_detached(module, fmt!("{pid}-teardown"), move |_ctx| {
             teardown_owned(theirs);
         });
         if handed.is_err() {

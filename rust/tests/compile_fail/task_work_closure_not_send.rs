@@ -5,8 +5,8 @@ use crate::kthread_rs::task_work::{self, Notify};
 use kernel::task::Task;
 
 #[allow(dead_code)]
-fn misuse(task: &Task, p: *mut u32) {
-    let _ = task_work::add(task, Notify::Resume, move || {
+fn misuse(module: &'static ThisModule, task: &Task, p: *mut u32) {
+    let _ = task_work::add(module, task, Notify::Resume, move || {
         let q = p;
         let _ = q.is_null();
     });

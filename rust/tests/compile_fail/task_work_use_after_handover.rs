@@ -5,10 +5,10 @@ use crate::kthread_rs::task_work::{self, Notify};
 use kernel::{prelude::*, task::Task};
 
 #[allow(dead_code)]
-fn misuse(task: &Task) -> Result {
+fn misuse(module: &'static ThisModule, task: &Task) -> Result {
     let buf = KVec::<u8>::with_capacity(16, GFP_KERNEL)?;
     let cb = move || drop(buf);
-    task_work::add(task, Notify::Signal, cb).map_err(|(e, _cb)| e)?;
+    task_work::add(module, task, Notify::Signal, cb).map_err(|(e, _cb)| e)?;
     cb();
     Ok(())
 }

@@ -5,8 +5,8 @@ use crate::kthread_rs::thread;
 use kernel::cpumask::Cpumask;
 
 #[allow(dead_code)]
-fn misuse(mask: &Cpumask) -> Result {
-    let t = thread::create(fmt!("cf"), |_ctx| ())?.start();
+fn misuse(module: &'static ThisModule, mask: &Cpumask) -> Result {
+    let t = thread::create(module, fmt!("cf"), |_ctx| ())?.start();
     t.affine_preferred(mask)?;
     Ok(())
 }

@@ -4,10 +4,10 @@
 use crate::kthread_rs::thread::{self, CgroupSubsysState};
 
 #[allow(dead_code)]
-fn misuse(css: &'static CgroupSubsysState) -> Result {
-    let t = thread::spawn(fmt!("cf"), move |ctx| {
+fn misuse(module: &'static ThisModule, css: &'static CgroupSubsysState) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), move |ctx| {
         let guard = ctx.associate_blkcg(css);
-        let _ = thread::spawn(fmt!("cf2"), move |_ctx| drop(guard));
+        let _ = thread::spawn(module, fmt!("cf2"), move |_ctx| drop(guard));
     })?;
     drop(t);
     Ok(())

@@ -6,8 +6,8 @@ use crate::kthread_rs::thread::{self, Origin};
 use kernel::task::Task;
 
 #[allow(dead_code)]
-fn misuse(task: &Task) -> usize {
-    match thread::origin(task) {
+fn misuse(module: &'static ThisModule, task: &Task) -> usize {
+    match thread::origin(module, task) {
         Origin::Ours(id) => id.0,
         _ => 0,
     }

@@ -4,10 +4,10 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
+fn misuse(module: &'static ThisModule) -> Result {
     let x = 5u32;
     let r = &x;
-    let t = thread::spawn(fmt!("cf"), move |_ctx| *r + 1)?;
+    let t = thread::spawn(module, fmt!("cf"), move |_ctx| *r + 1)?;
     let _ = t.stop();
     Ok(())
 }

@@ -5,8 +5,8 @@ use crate::kthread_rs::thread;
 use kernel::cpu::CpuId;
 
 #[allow(dead_code)]
-fn misuse(cpu: CpuId) -> Result {
-    let t = thread::create(fmt!("cf"), |_ctx| ())?.start();
+fn misuse(module: &'static ThisModule, cpu: CpuId) -> Result {
+    let t = thread::create(module, fmt!("cf"), |_ctx| ())?.start();
     t.bind(cpu)?;
     Ok(())
 }

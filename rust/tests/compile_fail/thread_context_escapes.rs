@@ -6,8 +6,8 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
-    let t = thread::spawn(fmt!("cf"), |ctx| ctx)?;
+fn misuse(module: &'static ThisModule) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), |ctx| ctx)?;
     let _ = t.stop();
     Ok(())
 }

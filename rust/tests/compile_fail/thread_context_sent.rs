@@ -4,9 +4,9 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
-    let t = thread::spawn(fmt!("cf"), |ctx| {
-        thread::scope(|s| {
+fn misuse(module: &'static ThisModule) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), move |ctx| {
+        thread::scope(module, |s| {
             let _ = s.spawn(fmt!("cf-inner"), |_inner| ctx.should_stop());
         });
     })?;

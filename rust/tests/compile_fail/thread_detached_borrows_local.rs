@@ -4,9 +4,9 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
+fn misuse(module: &'static ThisModule) -> Result {
     let counter = 0u32;
-    thread::spawn_detached(fmt!("cf"), |_ctx| {
+    thread::spawn_detached(module, fmt!("cf"), |_ctx| {
         let _ = &counter;
     })?;
     Ok(())

@@ -4,8 +4,8 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse(p: *mut u32) -> Result {
-    let _t = thread::spawn(fmt!("cf"), move |_ctx| {
+fn misuse(module: &'static ThisModule, p: *mut u32) -> Result {
+    let _t = thread::spawn(module, fmt!("cf"), move |_ctx| {
         let q = p;
         q.is_null()
     })?;

@@ -4,8 +4,8 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
-    let mut t = thread::spawn(fmt!("cf"), |_ctx| 1u32)?;
+fn misuse(module: &'static ThisModule) -> Result {
+    let mut t = thread::spawn(module, fmt!("cf"), |_ctx| 1u32)?;
     t.park()?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
+fn misuse(module: &'static ThisModule) -> Result {
     let x = 1u32;
-    let h = thread::scope(|s| s.spawn(fmt!("cf"), |_ctx| x + 1));
+    let h = thread::scope(module, |s| s.spawn(fmt!("cf"), |_ctx| x + 1));
     drop(h);
     Ok(())
 }

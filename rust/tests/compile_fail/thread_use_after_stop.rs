@@ -3,8 +3,8 @@
 use crate::kthread_rs::thread;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
-    let t = thread::spawn(fmt!("cf"), |_ctx| 1u32)?;
+fn misuse(module: &'static ThisModule) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), |_ctx| 1u32)?;
     let _ = t.stop();
     t.wake_up();
     Ok(())

@@ -6,8 +6,8 @@ use crate::kthread_rs::thread;
 use kernel::{mm::MmWithUser, sync::aref::ARef};
 
 #[allow(dead_code)]
-fn misuse(mm: ARef<MmWithUser>) -> Result {
-    let t = thread::spawn(fmt!("cf"), move |ctx| {
+fn misuse(module: &'static ThisModule, mm: ARef<MmWithUser>) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), move |ctx| {
         let before = kernel::current!();
         let _ = ctx.with_mm(&mm, |_ctx| before.mm().is_some());
     })?;

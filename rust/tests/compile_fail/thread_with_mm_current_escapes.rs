@@ -7,8 +7,8 @@ use crate::kthread_rs::thread;
 use kernel::{mm::MmWithUser, sync::aref::ARef};
 
 #[allow(dead_code)]
-fn misuse(mm: ARef<MmWithUser>) -> Result {
-    let t = thread::spawn(fmt!("cf"), move |ctx| {
+fn misuse(module: &'static ThisModule, mm: ARef<MmWithUser>) -> Result {
+    let t = thread::spawn(module, fmt!("cf"), move |ctx| {
         let mut kept: Option<&MmWithUser> = None;
         let _ = ctx.with_mm(&mm, |_ctx| kept = kernel::current!().mm());
         kept.map(|m| ARef::from(m))

@@ -4,8 +4,8 @@
 use crate::kthread_rs::worker::Worker;
 
 #[allow(dead_code)]
-fn misuse() -> Result {
-    let w = Worker::create(fmt!("cf"))?;
+fn misuse(module: &'static ThisModule) -> Result {
+    let w = Worker::create(module, fmt!("cf"))?;
     drop(w);
     w.queue_fn(|| ())
 }

@@ -11,18 +11,19 @@
 //!
 //! Every function that starts code of the calling module (a thread, a worker, a task work
 //! callback) takes that module first, `module: &'static ThisModule` (`THIS_MODULE`), as the
-//! kernel crate's registrations do: in a driver, the `module` that `Module::init` was given;
-//! [`compat::this_module`] names it where none is at hand.
+//! kernel crate's registrations do: in a driver, the `module` that `Module::init` was given.
 //!
 //! - [`thread`]: owned and scoped kernel threads (`include/linux/kthread.h`).
 //! - [`worker`]: kthread_worker, its work and delayed work (`include/linux/kthread.h`).
 //! - [`task_work`]: callbacks run by a user task in its own context (`include/linux/task_work.h`).
 //! - [`service`]: a start that reports the body's initialisation, and wake-driven service threads.
-//! - [`compat`]: what differs between the kernel versions it builds on (7.2, 7.3).
+//! - [`compat`]: what differs between the kernel versions it builds on (7.2, 7.3), and
+//!   [`compat::this_module`] where no `module` is at hand.
 //! - [`sys`]: the few C macros and static inlines that have no generated binding.
-//! - `registry`: every live thread, worker and per-CPU set of the module, ended by the module's
-//!   unload if their handles were leaked (H21).
+//! - `registry`: every live thread, worker and per-CPU set, with its module, ended by that
+//!   module's unload if their handles were leaked (H21).
 
+#[cfg(MODULE)]
 pub mod compat;
 pub(crate) mod registry;
 pub mod service;
@@ -30,3 +31,6 @@ pub mod sys;
 pub mod task_work;
 pub mod thread;
 pub mod worker;
+
+#[cfg(not(MODULE))]
+mod tests;

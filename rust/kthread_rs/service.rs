@@ -41,11 +41,13 @@
 //! ```
 
 use super::thread::{self, Context, Exit, Thread, Wake};
-use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    fmt, new_mutex,
+    fmt,
     prelude::*,
-    sync::{Arc, Completion, Mutex},
+    sync::{
+        atomic::{ordering, Atomic},
+        Arc, Completion, Mutex,
+    },
 };
 
 /// What the new thread tells its starter: init's result, once.
@@ -113,7 +115,7 @@ where
     let report = Arc::pin_init(
         pin_init!(InitReport {
             done <- Completion::new(),
-            result <- new_mutex!(None),
+            result <- Mutex::new(None, RESULT_NAME, kernel::static_lock_class!()),
         }),
         GFP_KERNEL,
     )?;
@@ -183,10 +185,16 @@ impl<T> InitThread<T> {
     }
 }
 
+// Lockdep tells classes apart by the address of their key and matches names by address: a
+// string literal in generic or inlined code can be emitted once per crate that uses it, so the
+// name of a class whose key is a `static` here is a `static` too.
+/// The lock class name of the init result of [`spawn_with_init`].
+static RESULT_NAME: &CStr = c"kthread_rs::service::result";
+
 /// A wake-driven service thread; see [`spawn_service`].
 pub struct Service<T> {
     thread: Thread<Option<T>>,
-    pending: Arc<AtomicBool>,
+    pending: Arc<Atomic<bool>>,
 }
 
 /// Start a thread that calls `step(&mut state)` once for every [`Service::wake`] (wakes that
@@ -209,13 +217,17 @@ where
     F: FnMut(&mut S) -> T + Send + 'static,
 {
     kernel::task::might_sleep();
-    let pending = Arc::new(AtomicBool::new(false), GFP_KERNEL)?;
+    let pending = Arc::new(Atomic::new(false), GFP_KERNEL)?;
     let theirs = pending.clone();
     let thread = thread::spawn(module, name, move |ctx| {
         let mut last = None;
         // The flag is taken before the step: a wake during the step sets it again, and the
         // next `wait_until` sees it at once.
-        while ctx.wait_until(|| theirs.swap(false, Ordering::AcqRel), None) == Wake::Condition {
+        while ctx.wait_until(|| theirs.xchg(false, ordering::Full), None) == Wake::Condition {
+            last = Some(step(&mut state));
+        }
+        // Stopped: a wake made before the stop still gets its step.
+        if theirs.xchg(false, ordering::Full) {
             last = Some(step(&mut state));
         }
         last
@@ -230,7 +242,7 @@ impl<T> Service<T> {
     ///
     /// Any context (it never sleeps).
     pub fn wake(&self) {
-        self.pending.store(true, Ordering::Release);
+        self.pending.store(true, ordering::Release);
         self.thread.wake_up();
     }
 
@@ -243,6 +255,14 @@ impl<T> Service<T> {
     /// May sleep.
     pub fn stop(self) -> Result<Option<T>> {
         kernel::task::might_sleep();
+        // A thread stopped before its body runs never runs it (H2), and would drop a pending
+        // wake with it: let the thread take the wake first. It was started, so it runs; on the
+        // thread itself `stop` fails with `EDEADLK` below.
+        if self.thread.as_ptr() != kernel::task::Task::current_raw() {
+            while self.pending.load(ordering::Acquire) {
+                kernel::time::delay::fsleep(kernel::time::Delta::from_micros(100));
+            }
+        }
         Ok(self.thread.stop()?.returned().flatten())
     }
 }

@@ -44,14 +44,26 @@ pub(crate) unsafe fn wake_up(wq: *mut bindings::wait_queue_head) {
     unsafe { bindings::__wake_up(wq, bindings::TASK_NORMAL, 1, core::ptr::null_mut()) };
 }
 
-/// `-ESHUTDOWN`, which the kernel crate has no constant for: the worker is shutting down.
+/// `-ESHUTDOWN`: the worker is shutting down. (Out of tree: the kernel crate has no constant
+/// for it before this series.)
 pub(crate) fn eshutdown() -> Error {
-    Error::from_errno(-(bindings::ESHUTDOWN as c_int))
+    #[cfg(MODULE)]
+    {
+        Error::from_errno(-(bindings::ESHUTDOWN as c_int))
+    }
+    #[cfg(not(MODULE))]
+    kernel::error::code::ESHUTDOWN
 }
 
-/// `-EDEADLK`, which the kernel crate has no constant for: the call would wait for itself.
+/// `-EDEADLK`: the call would wait for itself. (Out of tree: the kernel crate has no constant
+/// for it before this series.)
 pub(crate) fn edeadlk() -> Error {
-    Error::from_errno(-(bindings::EDEADLK as c_int))
+    #[cfg(MODULE)]
+    {
+        Error::from_errno(-(bindings::EDEADLK as c_int))
+    }
+    #[cfg(not(MODULE))]
+    kernel::error::code::EDEADLK
 }
 
 /// The user task with this pid number (in the caller's pid namespace), counted:
@@ -105,7 +117,7 @@ pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
     core::ptr::NonNull::new(t).map(|t| unsafe { ARef::from_raw(t.cast()) })
 }
 
-/// This module (null when built in): the one whose code is running, as this file is included
+/// This module: the one whose code is running, as this file is included
 /// into each module crate (see [`super`]).
 ///
 /// Only the out-of-tree reaper (`registry::reaper`) uses it: its notifier and work items are
@@ -119,14 +131,10 @@ pub(crate) unsafe fn any_task_of_pid(pid: i32) -> Option<ARef<Task>> {
 /// module's `.mod.c`, so naming that symbol here builds on both.
 #[inline(always)]
 #[cfg_attr(not(CONFIG_SYSFS), allow(dead_code))] // Without sysfs there is no reaper.
+#[cfg(MODULE)]
 pub(crate) fn this_module() -> *mut bindings::module {
     // Only the address is taken (no reference, no read): safe since Rust 1.82.
-    #[cfg(MODULE)]
-    {
-        &raw mut bindings::__this_module
-    }
-    #[cfg(not(MODULE))]
-    core::ptr::null_mut()
+    &raw mut bindings::__this_module
 }
 
 /// Take a reference on `module`, so that it cannot be unloaded until [`module_put`]

@@ -69,14 +69,18 @@
 //! use kernel::prelude::*;
 //! use kthread_rs::task_work::{self, Notify};
 //!
-//! # let module = kthread_rs::compat::this_module();
 //! // Called in a system call: finish the job when this process returns to user mode.
-//! let buf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
-//! task_work::add(module, kernel::current!(), Notify::Resume, move || {
-//!     pr_info!("{} bytes, in pid {}\n", buf.len(), kernel::current!().pid());
-//! })
-//! .map_err(|(e, _callback)| e)?;
-//! # Ok::<(), Error>(())
+//! fn finish_later(module: &'static ThisModule) -> Result {
+//!     let buf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
+//!     task_work::add(module, kernel::current!(), Notify::Resume, move || {
+//!         pr_info!("{} bytes, in pid {}\n", buf.len(), kernel::current!().pid());
+//!     })
+//!     .map_err(|(e, _callback)| e)
+//! }
+//!
+//! # let module = kthread_rs::compat::this_module();
+//! // Called on a kernel thread (a doctest runs on one), which never returns to user mode.
+//! assert_eq!(finish_later(module), Err(EINVAL));
 //! ```
 //!
 //! A callback that can be called off:
@@ -94,25 +98,23 @@
 //! }
 //!
 //! # let module = kthread_rs::compat::this_module();
-//! let pending = defer(module, kernel::current!())?;
-//! // Not run yet (this task has not returned to user mode): take it back.
-//! if let Some(callback) = pending.cancel() {
-//!     drop(callback);
+//! match defer(module, kernel::current!()) {
+//!     // Not run yet (this task has not returned to user mode): take it back.
+//!     Ok(pending) => drop(pending.cancel()),
+//!     // `current` is a kernel thread (as in a doctest): refused.
+//!     Err(e) => assert_eq!(e, EINVAL),
 //! }
-//! # Ok::<(), Error>(())
 //! ```
 
 use super::sys;
-use core::{
-    cell::UnsafeCell,
-    mem::ManuallyDrop,
-    ptr,
-    sync::atomic::{AtomicBool, Ordering},
-};
+use core::{cell::UnsafeCell, mem::ManuallyDrop, ptr};
 use kernel::{
     bindings,
     prelude::*,
-    sync::{Arc, UniqueArc},
+    sync::{
+        atomic::{ordering, Atomic},
+        Arc, UniqueArc,
+    },
     task::Task,
     types::Opaque,
 };
@@ -181,7 +183,7 @@ fn task_flags(task: *mut bindings::task_struct) -> u32 {
 /// - `module` is the module whose code the callback is (the caller's `module` argument).
 struct Node<W> {
     head: Opaque<bindings::callback_head>,
-    taken: AtomicBool,
+    taken: Atomic<bool>,
     work: UnsafeCell<ManuallyDrop<W>>,
     module: &'static ThisModule,
 }
@@ -199,7 +201,7 @@ unsafe impl<W: Send> Sync for Node<W> {}
 impl<W> Node<W> {
     /// Take the callback out: the first caller gets it, every later one gets `None`.
     fn take(&self) -> Option<W> {
-        if self.taken.swap(true, Ordering::AcqRel) {
+        if self.taken.xchg(true, ordering::Full) {
             return None;
         }
         // SAFETY: `taken` was false, so `work` still holds the callback, and this call set it
@@ -284,7 +286,7 @@ fn new_node<W: Callback>(
         .write(Node {
             head: Opaque::uninit(),
             // INVARIANT: `work` holds the callback and `taken` is false: nothing has taken it.
-            taken: AtomicBool::new(false),
+            taken: Atomic::new(false),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
             module,
         })
@@ -332,7 +334,7 @@ fn queue_node<W: Callback>(
 fn give_back<W>(node: Arc<Node<W>>) -> W {
     // The swap that makes this call the owner of the callback (type invariant); it was false, as
     // the node was never queued and no handle was made, so no one else could have taken it.
-    node.taken.swap(true, Ordering::AcqRel);
+    node.taken.xchg(true, ordering::Full);
     // SAFETY: `taken` was false and this call set it: the callback is there and no one else
     // reads it. The node's drop sees `taken` and does not drop the callback again.
     let work = unsafe { ManuallyDrop::take(&mut *node.work.get()) };

@@ -205,7 +205,7 @@ mod self_drop {
         let w = Worker::create(this_module(), fmt!("krs-wselfdrop"))?;
         let task: kernel::sync::aref::ARef<kernel::task::Task> = w.task().into();
         let drops = counter()?;
-        let armed = crate::new_delayed_work!(Armed {
+        let armed = crate::new_kthread_delayed_work!(Armed {
             _drop: DropCount(drops.clone())
         })?;
         w.queue_delayed(&armed, Delta::from_secs(60))?;
@@ -310,7 +310,7 @@ mod self_drop {
             follow: Work::new(Follow {
                 _drop: DropCount(follow_drops.clone()),
             })?,
-            later: crate::new_delayed_work!(Armed {
+            later: crate::new_kthread_delayed_work!(Armed {
                 _drop: DropCount(later_drops.clone())
             })?,
             result: result.clone(),
@@ -717,7 +717,7 @@ mod contexts {
     fn queue_delayed_leaves_the_last_reference_to_the_caller() -> Result {
         let w = Worker::create(this_module(), fmt!("krs-qdref"))?;
         let seen = counter()?;
-        let item = crate::new_delayed_work!(WhereDropped {
+        let item = crate::new_kthread_delayed_work!(WhereDropped {
             worker: w.task().as_ptr().cast_const(),
             on_worker: seen.clone(),
         })?;

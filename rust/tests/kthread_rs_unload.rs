@@ -255,7 +255,7 @@ fn leak_everything(module: &'static ThisModule, hold_ms: u32) -> Result {
         pr_err!("kthread-rs unload: a forgotten thread that was never started ran\n");
     })?);
     let w = Worker::create(module, fmt!("krs-unload-fgw"))?;
-    let armed = crate::new_delayed_work!(Armed)?;
+    let armed = crate::new_kthread_delayed_work!(Armed)?;
     w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
     core::mem::forget(w);
     core::mem::forget(PerCpuThreads::new(
@@ -294,7 +294,7 @@ impl WorkItem for DropsWorker {
 fn worker_self_drop(module: &'static ThisModule, hold_ms: u32) -> Result {
     let slot: Arc<Mutex<Option<Worker>>> = Arc::pin_init(new_mutex!(None), GFP_KERNEL)?;
     let w = Worker::create(module, fmt!("krs-unload-wsd"))?;
-    let armed = crate::new_delayed_work!(Armed)?;
+    let armed = crate::new_kthread_delayed_work!(Armed)?;
     w.queue_delayed(&armed, Delta::from_millis(i64::from(hold_ms)))?;
     let item = Work::new(DropsWorker(slot.clone()))?;
     *slot.lock() = Some(w);
@@ -367,12 +367,12 @@ impl DelayedWorkItem for HoldsThread {
 /// armed delayed work holds the thread's handle; both left to the unload.
 fn worker_cycles(module: &'static ThisModule) -> Result {
     let w = Worker::create(module, fmt!("krs-unload-wcy"))?;
-    let d = crate::new_delayed_work!(pin_init!(HoldsWorker { w <- new_mutex!(None) }))?;
+    let d = crate::new_kthread_delayed_work!(pin_init!(HoldsWorker { w <- new_mutex!(None) }))?;
     w.queue_delayed(&d, Delta::from_secs(600))?;
     *d.w.lock() = Some(w);
     drop(d);
     let w2 = Worker::create(module, fmt!("krs-unload-wcy2"))?;
-    let d2 = crate::new_delayed_work!(pin_init!(HoldsThread { t <- new_mutex!(None) }))?;
+    let d2 = crate::new_kthread_delayed_work!(pin_init!(HoldsThread { t <- new_mutex!(None) }))?;
     w2.queue_delayed(&d2, Delta::from_secs(600))?;
     let t = thread::spawn(module, fmt!("krs-unload-wcyt"), move |ctx| {
         let _w2 = w2;

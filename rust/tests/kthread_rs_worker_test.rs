@@ -84,7 +84,7 @@ mod tests {
 
     fn delayed_count() -> Result<(Arc<DelayedWork<Count>>, Arc<AtomicUsize>)> {
         let drops = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
-        let w = crate::new_delayed_work!(Count {
+        let w = crate::new_kthread_delayed_work!(Count {
             runs: AtomicU32::new(0),
             drops: drops.clone(),
         })?;
@@ -375,7 +375,7 @@ mod tests {
         let w = Worker::create(this_module(), fmt!("krs-mod0"))?;
         let drops = Arc::new(AtomicUsize::new(0), GFP_KERNEL)?;
         for _ in 0..100 {
-            let item = crate::new_delayed_work!(Count {
+            let item = crate::new_kthread_delayed_work!(Count {
                 runs: AtomicU32::new(0),
                 drops: drops.clone(),
             })?;
@@ -460,7 +460,7 @@ mod tests {
             Worker::create(this_module(), fmt!("krs-dcbusy"))?,
             GFP_KERNEL,
         )?;
-        let item = crate::new_delayed_work!(pin_init!(Gate {
+        let item = crate::new_kthread_delayed_work!(pin_init!(Gate {
             entered <- Completion::new(),
             open <- Completion::new(),
         }))?;

@@ -301,7 +301,7 @@ fn bench_queue_run(w: &Worker, n: usize) -> Result {
 
 fn bench_delayed0(w: &Worker, n: usize) -> Result {
     let signal = Signal::new()?;
-    let work = crate::new_delayed_work!(Timed::new(&signal))?;
+    let work = crate::new_kthread_delayed_work!(Timed::new(&signal))?;
     let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
         let gen = signal.current();
@@ -318,7 +318,7 @@ fn bench_delayed0(w: &Worker, n: usize) -> Result {
 /// `cancel_sync` of a delayed work whose timer is pending (queued with a delay of 10 s).
 fn bench_cancel_delayed(w: &Worker, n: usize) -> Result {
     let signal = Signal::new()?;
-    let work = crate::new_delayed_work!(Timed::new(&signal))?;
+    let work = crate::new_kthread_delayed_work!(Timed::new(&signal))?;
     let mut ns = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
         w.queue_delayed(&work, kernel::time::Delta::from_secs(10))?;

@@ -747,7 +747,7 @@ fn new_lane(module: &'static ThisModule, i: usize, producers: usize) -> Result<L
     }
     let mut delayed = KVec::with_capacity(DELAYED_PER_PRODUCER * producers, GFP_KERNEL)?;
     for _ in 0..DELAYED_PER_PRODUCER * producers {
-        delayed.push(crate::new_delayed_work!(Item::new())?, GFP_KERNEL)?;
+        delayed.push(crate::new_kthread_delayed_work!(Item::new())?, GFP_KERNEL)?;
     }
     Ok(Lane {
         worker,

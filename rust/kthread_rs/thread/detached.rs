@@ -32,12 +32,25 @@ use core::{
     cell::Cell,
     mem::ManuallyDrop,
     ptr::{self, NonNull},
-    sync::atomic::{AtomicUsize, Ordering},
 };
 use kernel::{
-    bindings, error::from_err_ptr, fmt, new_spinlock, prelude::*, sync::SpinLock, task::Task,
+    bindings,
+    error::from_err_ptr,
+    fmt,
+    prelude::*,
+    sync::{
+        atomic::{ordering, Atomic},
+        SpinLock,
+    },
+    task::Task,
     types::Opaque,
 };
+
+// Lockdep tells classes apart by the address of their key and matches names by address: a
+// string literal in generic or inlined code can be emitted once per crate that uses it, so the
+// name of a class whose key is a `static` here is a `static` too.
+/// The lock class name of every group's member list.
+static MEMBERS_NAME: &CStr = c"kthread_rs::ThreadGroup";
 
 /// What [`detached_main`] and a [`ThreadGroup`] know of a thread's block, whatever its body.
 ///
@@ -485,7 +498,7 @@ unsafe fn unlink(first: &mut *mut Head, head: *mut Head) {
 pub struct ThreadGroup {
     module: &'static ThisModule,
     inner: ManuallyDrop<Pin<KBox<GroupInner>>>,
-    outstanding: AtomicUsize,
+    outstanding: Atomic<usize>,
 }
 
 impl ThreadGroup {
@@ -504,7 +517,11 @@ impl ThreadGroup {
                     // SAFETY: `slot` is valid for writes and pinned (in a `KBox`).
                     unsafe { bindings::init_completion(slot) }
                 }),
-                members <- new_spinlock!(Members(ptr::null_mut()), "kthread_rs::ThreadGroup"),
+                members <- SpinLock::new(
+                    Members(ptr::null_mut()),
+                    MEMBERS_NAME,
+                    kernel::static_lock_class!()
+                ),
             }),
             GFP_KERNEL,
         )?;
@@ -512,7 +529,7 @@ impl ThreadGroup {
         Ok(ThreadGroup {
             module,
             inner: ManuallyDrop::new(inner),
-            outstanding: AtomicUsize::new(0),
+            outstanding: Atomic::new(0),
         })
     }
 
@@ -531,7 +548,7 @@ impl ThreadGroup {
         spawn_block(self.module, name, f, inner)?;
         // INVARIANT: One more thread whose completion is owed. It may have completed already:
         // the completion counts.
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.outstanding.add(1, ordering::Relaxed);
         Ok(())
     }
 
@@ -541,7 +558,7 @@ impl ThreadGroup {
     ///
     /// Any context.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+        self.outstanding.load(ordering::Relaxed)
     }
 
     /// Wait until every thread spawned in the group so far has ended.

@@ -107,6 +107,12 @@ unsafe impl Send for Header {}
 // SAFETY: As for `Send`.
 unsafe impl Sync for Header {}
 
+// Lockdep tells classes apart by the address of their key and matches names by address: a
+// string literal in generic or inlined code can be emitted once per crate that uses it, so the
+// name of a class whose key is a `static` here is a `static` too.
+/// The lock class name of every thread's wait queue.
+static WQ_NAME: &CStr = c"kthread_rs::thread";
+
 /// How the reaper ends a thread.
 static THREAD_ENTRY: EntryOps = EntryOps {
     kind: Kind::Thread,
@@ -131,7 +137,7 @@ impl Header {
             wq <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
                 // SAFETY: `slot` is valid for writes and pinned (in an `Arc` or a `KBox`).
                 unsafe {
-                    sys::init_waitqueue_head(slot, c"kthread_rs::thread", static_lock_class!())
+                    sys::init_waitqueue_head(slot, WQ_NAME, static_lock_class!())
                 }
             }),
             returned <- Completion::new(),

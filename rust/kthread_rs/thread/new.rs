@@ -163,9 +163,9 @@ impl<T, P> NewThread<T, P> {
     /// use kernel::{cpu::CpuId, cpumask::CpumaskVar};
     /// use kthread_rs::thread;
     ///
-    /// // Prefer CPU 1 (say, the CPU of the device's interrupt), without pinning to it.
+    /// // Prefer CPU 0 (say, the CPU of the device's interrupt), without pinning to it.
     /// let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
-    /// mask.set(CpuId::from_u32(1).ok_or(EINVAL)?);
+    /// mask.set(CpuId::from_u32(0).ok_or(EINVAL)?);
     /// # let module = kthread_rs::compat::this_module();
     /// let mut t = thread::create(module, fmt!("mydrv-irqwork"), |ctx| {
     ///     while ctx.sleep(kernel::time::Delta::from_millis(10)) != thread::Wake::Stop {}

@@ -214,6 +214,12 @@ impl Drop for InCallback {
     }
 }
 
+// Lockdep tells classes apart by the address of their key and matches names by address: a
+// string literal in generic or inlined code can be emitted once per crate that uses it, so the
+// name of a class whose key is a `static` here is a `static` too.
+/// The lock class name of every set's thread slots.
+static SLOTS_NAME: &CStr = c"kthread_rs::PerCpuThreads::threads";
+
 impl<S: Send + 'static> PerCpuThreads<S> {
     /// Start one thread per online CPU, named `"<name>/<cpu>"`, and follow CPU hotplug.
     ///
@@ -268,7 +274,11 @@ impl<S: Send + 'static> PerCpuThreads<S> {
                 node: Opaque::uninit(),
                 state,
                 name: name_str,
-                threads <- kernel::new_mutex!(slots),
+                threads <- kernel::sync::Mutex::new(
+                    slots,
+                    SLOTS_NAME,
+                    kernel::static_lock_class!()
+                ),
                 headers,
                 parked,
                 reaper_frees: Atomic::new(false),
@@ -558,6 +568,6 @@ impl<S: Send + 'static> Drop for PerCpuThreads<S> {
         // when the module goes. (If it claimed the set already, it may not see this: the set's
         // memory is then leaked; its threads are stopped all the same.)
         self.inner().reaper_frees.store(true, ordering::Release);
-        pr_warn!("kthread_rs: a per-CPU set dropped where it cannot be torn down; the module's unload will end it\n");
+        pr_warn!("kthread_rs: per-CPU set dropped where it cannot be torn down: unload ends it\n");
     }
 }

@@ -273,8 +273,8 @@ fn end_op(op: &Atomic<u32>) {
 
 /// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
 /// in one reference-counted allocation. Make it with
-/// [`new_delayed_work!`](crate::new_delayed_work) (one timer lock class per call site, as the
-/// C `kthread_init_delayed_work()` does: H13).
+/// [`new_kthread_delayed_work!`](crate::new_kthread_delayed_work) (one timer lock class per
+/// call site, as the C `kthread_init_delayed_work()` does: H13).
 ///
 /// Dereferences to the data.
 ///
@@ -316,14 +316,14 @@ unsafe impl<T: Send + Sync> Sync for DelayedWork<T> {}
 ///
 /// # let module = kthread_rs::compat::this_module();
 /// let worker = Worker::create(module, fmt!("mydrv-wd"))?;
-/// let wd = crate::new_delayed_work!(Watchdog)?;
+/// let wd = crate::new_kthread_delayed_work!(Watchdog)?;
 /// worker.queue_delayed(&wd, Delta::from_secs(5))?;
 /// worker.mod_delayed(&wd, Delta::from_secs(5))?; // pet it
 /// worker.cancel_delayed_sync(&wd)?; // done: it will not fire
 /// # Ok::<(), Error>(())
 /// ```
 #[macro_export]
-macro_rules! new_delayed_work {
+macro_rules! new_kthread_delayed_work {
     ($data:expr $(,)?) => {
         $crate::kthread_rs::worker::DelayedWork::new(
             $data,
@@ -334,8 +334,9 @@ macro_rules! new_delayed_work {
 }
 
 impl<T: DelayedWorkItem> DelayedWork<T> {
-    /// A new delayed work holding `data`; prefer [`new_delayed_work!`](crate::new_delayed_work),
-    /// which gives the timer a lock class and name of the call site.
+    /// A new delayed work holding `data`; prefer
+    /// [`new_kthread_delayed_work!`](crate::new_kthread_delayed_work), which gives the timer a
+    /// lock class and name of the call site.
     ///
     /// # Context
     ///

@@ -8,6 +8,10 @@
 #   make run       boot the test kernel, run the stress sample for 60 s, print its report
 #   make soak      the same for DURATION seconds (default 600)
 #   make bench     C and Rust benchmarks alternating in one boot: medians and Rust/C ratios
+#   make series    out/series/: the in-tree form as a git-am patch series onto Linux 7.2, and
+#                  checkpatch --strict on it (make check also runs kunit.py on it)
+#   make kunit     apply out/series with git am and run the kernel's kunit.py on it (QEMU TCG)
+#   make series-bisect  build vmlinux at each patch of the applied series (after make kunit)
 #   make rustdoc   HTML docs of rust/kthread_rs/ in out/rustdoc/
 #   make rust-analyzer  rust-project.json for editors
 #   make clippy    build with CLIPPY=1
@@ -20,7 +24,7 @@
 SHELL := /bin/bash
 export KDIR KVER KVM DURATION STRESS_PARAMS BENCH_ROUNDS
 
-.PHONY: all modules setup check run soak bench rustdoc rust-analyzer clippy fmt fmt-check clean
+.PHONY: all modules setup check run soak bench series kunit series-bisect rustdoc rust-analyzer clippy fmt fmt-check clean
 
 all: modules
 
@@ -41,6 +45,15 @@ soak:
 
 bench:
 	@bash scripts/bench.sh
+
+series:
+	@bash scripts/series.sh
+
+kunit:
+	@bash scripts/kunit.sh
+
+series-bisect:
+	@bash scripts/series-bisect.sh
 
 rustdoc:
 	@bash scripts/rustdoc.sh

@@ -58,6 +58,29 @@ bash "$KRS_ROOT/scripts/compile-fail.sh" "$KRS_ROOT/rust/tests/compile_fail" "$o
 # The same sources against the second kernel series (scripts/lib.sh: KRS_KVER2).
 bash "$KRS_ROOT/scripts/check-kver2.sh" "$out" "$out/doc-examples"
 
+# The in-tree form (scripts/series.sh, scripts/kunit.sh): the series generated from these
+# sources, checkpatch --strict on each patch, `git am` onto the pristine tree, and kunit.py's
+# run of its suites and the kernel crate's doctests; their results count in the totals.
+if [ "$KVER" = 7.2 ]; then
+	krs_phase "check: the in-tree series (generate, checkpatch --strict; log: out/check/series.log)"
+	if bash "$KRS_ROOT/scripts/series.sh" > "$out/series.log" 2>&1; then
+		cp "$KRS_ROOT/out/series/checkpatch.results" "$out/"
+		echo "pass generate" > "$out/series.results"
+		krs_phase "check: git am + kunit.py run (log: out/check/kunit.log)"
+		touch "$out/kunitpy.ran"
+		bash "$KRS_ROOT/scripts/kunit.sh" > "$out/kunit.log" 2>&1 || true
+		grep -E '^\[kthread-rs|^kunit.py: ' "$out/kunit.log" || true
+		cp "$KRS_ROOT/out/kunit.json" "$out/kunitpy.json" 2>/dev/null || true
+		cp "$KRS_ROOT/out/kunit-console.log" "$out/kunitpy-console.log" 2>/dev/null || true
+		# H21 in the tree: a module that leaks its threads, unloaded in that same kernel.
+		krs_phase "check: in-tree reaper (load and unload a leaking module in kunit.py's kernel)"
+		bash "$KRS_ROOT/scripts/in-tree-reaper.sh" "$out" > "$out/in-tree-reaper.log" 2>&1 ||
+			echo "the in-tree reaper test did not run (see out/check/in-tree-reaper.log)" >> "$out/errors"
+	else
+		echo "failed(see-out/check/series.log) generate" > "$out/series.results"
+	fi
+fi
+
 # (samples/ may not exist yet: find's complaint about it must not end the run.)
 mods=$( { find "$KRS_ROOT/rust/tests" "$KRS_ROOT/samples" -name '*_test.ko' 2>/dev/null || true; } | sort)
 krs_phase "check: test modules: $(echo $mods | xargs -n1 basename | tr '\n' ' ')"

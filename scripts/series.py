@@ -219,6 +219,7 @@ def root_mod(text, mods):
 def main():
     src, repo, base, outdir = sys.argv[1:5]
     outdir = os.path.abspath(outdir)
+    sys.dont_write_bytecode = True
     sys.path.insert(0, os.path.join(src, "scripts/series"))
     import patches  # scripts/series/patches.py: the split, the messages, the non-Rust edits
 

@@ -38,7 +38,6 @@
 //! handles are then not reaped (documented in `Documentation/hazards.rst`). Being this
 //! module's memory, the reaper serves this module's entries only (`reaper::ensure`).
 
-use super::sys;
 use core::{cell::UnsafeCell, ptr::NonNull};
 use kernel::{
     bindings,
@@ -439,6 +438,8 @@ mod reaper {
     }
 
     /// The initcall: link the notifier block into the module notifier chain, once, at boot.
+    /// A `core_initcall`: before any module can be loaded (`request_module()` works from the
+    /// rootfs initcall on), so that no module's GOING comes before it.
     #[no_mangle]
     extern "C" fn __rust_kthread_reaper_init() -> c_int {
         // SAFETY: `REAPER` is a static that is never moved or freed, and it is registered
@@ -448,7 +449,7 @@ mod reaper {
 
     #[cfg(CONFIG_HAVE_ARCH_PREL32_RELOCATIONS)]
     core::arch::global_asm!(
-        r#".section ".initcall6.init", "a"
+        r#".section ".initcall1.init", "a"
         __rust_kthread_reaper_initcall:
             .long   __rust_kthread_reaper_init - .
             .previous
@@ -456,7 +457,7 @@ mod reaper {
     );
 
     #[cfg(not(CONFIG_HAVE_ARCH_PREL32_RELOCATIONS))]
-    #[link_section = ".initcall6.init"]
+    #[link_section = ".initcall1.init"]
     #[used(compiler)]
     static __RUST_KTHREAD_REAPER_INITCALL: extern "C" fn() -> c_int = __rust_kthread_reaper_init;
 }

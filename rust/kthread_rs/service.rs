@@ -191,6 +191,16 @@ impl<T> InitThread<T> {
 /// The lock class name of the init result of [`spawn_with_init`].
 static RESULT_NAME: &CStr = c"kthread_rs::service::result";
 
+/// Completes its completion when dropped: when the service body starts, or when the body is
+/// dropped without running (its thread stopped first).
+struct Started(Arc<Completion>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.complete_all();
+    }
+}
+
 /// A wake-driven service thread; see [`spawn_service`].
 pub struct Service<T> {
     thread: Thread<Option<T>>,
@@ -219,7 +229,10 @@ where
     kernel::task::might_sleep();
     let pending = Arc::new(Atomic::new(false), GFP_KERNEL)?;
     let theirs = pending.clone();
+    let started = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+    let guard = Started(started.clone());
     let thread = thread::spawn(module, name, move |ctx| {
+        drop(guard);
         let mut last = None;
         // The flag is taken before the step: a wake during the step sets it again, and the
         // next `wait_until` sees it at once.
@@ -232,6 +245,11 @@ where
         }
         last
     })?;
+    // Once the body runs, every wake gets a step (the body takes a pending one after its
+    // stop). A thread stopped before its body ran would drop a wake with the body (H2): wait
+    // until the body has started, or has been dropped unrun. That depends on no other thread,
+    // so it cannot close a wait cycle.
+    started.wait_for_completion();
     Ok(Service { thread, pending })
 }
 
@@ -255,14 +273,6 @@ impl<T> Service<T> {
     /// May sleep.
     pub fn stop(self) -> Result<Option<T>> {
         kernel::task::might_sleep();
-        // A thread stopped before its body runs never runs it (H2), and would drop a pending
-        // wake with it: let the thread take the wake first. It was started, so it runs; on the
-        // thread itself `stop` fails with `EDEADLK` below.
-        if self.thread.as_ptr() != kernel::task::Task::current_raw() {
-            while self.pending.load(ordering::Acquire) {
-                kernel::time::delay::fsleep(kernel::time::Delta::from_micros(100));
-            }
-        }
         Ok(self.thread.stop()?.returned().flatten())
     }
 }

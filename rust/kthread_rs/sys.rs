@@ -44,17 +44,6 @@ pub(crate) unsafe fn wake_up(wq: *mut bindings::wait_queue_head) {
     unsafe { bindings::__wake_up(wq, bindings::TASK_NORMAL, 1, core::ptr::null_mut()) };
 }
 
-/// `-ESHUTDOWN`: the worker is shutting down. (Out of tree: the kernel crate has no constant
-/// for it before this series.)
-pub(crate) fn eshutdown() -> Error {
-    #[cfg(MODULE)]
-    {
-        Error::from_errno(-(bindings::ESHUTDOWN as c_int))
-    }
-    #[cfg(not(MODULE))]
-    kernel::error::code::ESHUTDOWN
-}
-
 /// `-EDEADLK`: the call would wait for itself. (Out of tree: the kernel crate has no constant
 /// for it before this series.)
 pub(crate) fn edeadlk() -> Error {

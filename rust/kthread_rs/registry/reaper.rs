@@ -10,7 +10,7 @@
 //! item either sees the notifier called after all, or sees `free_module()` begin (it waits for
 //! the kobject reference: `mod->mkobj.kobj_completion` is set), and reaps then.
 
-use super::{reap, sys};
+use super::{super::sys, reap};
 use kernel::{
     bindings,
     prelude::*,

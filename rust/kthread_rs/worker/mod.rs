@@ -170,7 +170,7 @@ impl Inner {
     fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         if self.gate.fetch_add(IN_FLIGHT, ordering::Full) & CLOSING != 0 {
             self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
-            return Err(sys::eshutdown());
+            return Err(eshutdown());
         }
         let r = f();
         self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
@@ -609,6 +609,17 @@ impl Drop for Worker {
             pr_warn!("kthread_rs: a worker dropped by its own work; the module's unload ends it\n");
         }
     }
+}
+
+/// `-ESHUTDOWN`: the worker is shutting down. (Out of tree: the kernel crate has no constant
+/// for it before this series.)
+fn eshutdown() -> Error {
+    #[cfg(MODULE)]
+    {
+        Error::from_errno(-(bindings::ESHUTDOWN as c_int))
+    }
+    #[cfg(not(MODULE))]
+    kernel::error::code::ESHUTDOWN
 }
 
 fn flags(freezable: bool) -> c_uint {

@@ -139,12 +139,21 @@ struct Lists {
 // SAFETY: The lists are only reached under the registry lock (the global lock below).
 unsafe impl Send for Lists {}
 
-kernel::sync::global_lock! {
-    // SAFETY: Initialised once by `lock()` before its first use.
-    unsafe(uninit) static REGISTRY: SpinLock<Lists> = Lists {
-        heads: [core::ptr::null_mut(); BUCKETS],
-    };
+/// The registry's lock. `global_lock!` names a type after the static, which clippy takes for
+/// an acronym when the macro is expanded in its own crate (the kernel crate).
+#[allow(clippy::upper_case_acronyms)]
+mod lock {
+    use super::{Lists, BUCKETS};
+    use kernel::prelude::*;
+
+    kernel::sync::global_lock! {
+        // SAFETY: Initialised once by `lock()` before its first use.
+        pub(super) unsafe(uninit) static REGISTRY: SpinLock<Lists> = Lists {
+            heads: [core::ptr::null_mut(); BUCKETS],
+        };
+    }
 }
+use lock::REGISTRY;
 
 /// 0: the lock is not initialised; 1: being initialised; 2: ready.
 static REGISTRY_STATE: Atomic<u32> = Atomic::new(0);

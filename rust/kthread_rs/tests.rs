@@ -40,7 +40,7 @@ impl DelayedWorkItem for Count {
 }
 
 #[kunit_tests(rust_kernel_kthread)]
-mod tests {
+mod cases {
     use super::*;
 
     #[test]
@@ -114,7 +114,7 @@ mod tests {
     fn park_and_unpark() -> Result {
         let steps = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
         let theirs = steps.clone();
-        let mut t = thread::spawn_parkable(&BUILT_IN, fmt!("kthread-park"), (), move |_, ctx| {
+        let mut t = thread::spawn_parkable(&BUILT_IN, fmt!("kthread-park"), (), move |(), ctx| {
             theirs.add(1, ordering::Relaxed);
             ctx.sleep(Delta::from_millis(1));
             core::ops::ControlFlow::Continue(())
@@ -173,7 +173,7 @@ mod tests {
         let task = crate::current!();
         let r = super::super::task_work::add(
             &BUILT_IN,
-            &task,
+            task,
             super::super::task_work::Notify::Resume,
             || {},
         );

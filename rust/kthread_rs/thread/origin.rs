@@ -61,7 +61,7 @@ pub enum Origin {
 /// // In a path that may run on any task: is this our flusher (e.g. to avoid waiting for
 /// // ourselves)?
 /// let current = kernel::current!();
-/// let on_flusher = thread::origin(module, &current) == Origin::Ours(t.body_id());
+/// let on_flusher = thread::origin(module, current) == Origin::Ours(t.body_id());
 /// # let _ = on_flusher;
 /// # Ok::<(), Error>(())
 /// ```

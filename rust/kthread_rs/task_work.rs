@@ -81,6 +81,7 @@
 //! # let module = kthread_rs::compat::this_module();
 //! // Called on a kernel thread (a doctest runs on one), which never returns to user mode.
 //! assert_eq!(finish_later(module), Err(EINVAL));
+//! # Ok::<(), Error>(())
 //! ```
 //!
 //! A callback that can be called off:
@@ -104,6 +105,7 @@
 //!     // `current` is a kernel thread (as in a doctest): refused.
 //!     Err(e) => assert_eq!(e, EINVAL),
 //! }
+//! # Ok::<(), Error>(())
 //! ```
 
 use super::sys;

@@ -17,10 +17,7 @@
 //! # Examples
 //!
 //! ```ignore
-//! use kernel::sync::{
-//!     atomic::{ordering, Atomic},
-//!     Arc,
-//! };
+//! use kernel::sync::{atomic::{ordering, Atomic}, Arc};
 //! use kthread_rs::worker::{Work, WorkItem, Worker, WorkerRef};
 //!
 //! struct Counter(Atomic<u32>);

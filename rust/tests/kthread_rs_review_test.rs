@@ -172,7 +172,10 @@ mod attacks {
                 pr_info!("review attack 7: thread {i} stops its service\n");
                 svc.wake();
                 let r = svc.stop();
-                pr_info!("review attack 7: thread {i} stopped its service: {}\n", code(r));
+                pr_info!(
+                    "review attack 7: thread {i} stopped its service: {}\n",
+                    code(r)
+                );
                 0u32
             })?;
             core::mem::forget(x);

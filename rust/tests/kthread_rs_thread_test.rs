@@ -1161,7 +1161,9 @@ mod detached_tests {
         let ran = counter()?;
         let mut group = group_of(4, &ran)?;
         assert_eq!(group.outstanding(), 4);
-        assert_eq!(refcount(), base);
+        // No reference taken by the group's threads. (Not `==`: a thread of an earlier test
+        // may still be giving its reference back; the final make check of issue 16 saw it.)
+        assert!(refcount() <= base);
         group.wait()?;
         assert_eq!(ran.load(SeqCst), 4);
         assert_eq!(group.outstanding(), 0);

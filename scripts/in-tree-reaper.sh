@@ -19,13 +19,8 @@ cp "$KRS_ROOT/rust/tests/in_tree/kthread_leak.rs" "$mod/"
 echo 'obj-m += kthread_leak.o' > "$mod/Kbuild"
 krs_phase "in-tree reaper: building kthread_leak.ko against $KU/build"
 # The build directory records the test kernel's paths (see scripts/kunit.sh).
-unshare -m --propagation private bash -c '
-	set -e
-	mount --bind "$1" "$2"; mount --bind "$3" "$4"
-	k=$2 o=$4 m=$5
-	shift 5
-	exec make -C "$k" O="$o" M="$m" "$@" modules
-' x "$KU/src" "$KSRC" "$KU/build" "$KTEST" "$mod" $(krs_kmake_vars) > "$mod/build.log" 2>&1 ||
+krs_series_ns "$KU/src" "$KSRC" "$KU/build" "$KTEST" \
+	make -C "$KSRC" O="$KTEST" M="$mod" $(krs_kmake_vars) modules > "$mod/build.log" 2>&1 ||
 	{ tail -n 30 "$mod/build.log"; echo "kthread_leak did not build against the series" >> "$out/errors"; exit 0; }
 # The kernel's built-in KUnit suites already ran under kunit.py: kunit.enable=0 skips them here.
 krs_phase "in-tree reaper: booting kunit.py's kernel (TCG, 2 vCPUs)"

@@ -61,15 +61,10 @@ if [ ! -f "$WT/.krs-copied" ]; then
 	touch "$WT/.krs-copied"
 fi
 if [ "$(cat "$WT/.krs-series" 2>/dev/null)" != "$hash" ]; then
-	while IFS= read -r f; do
-		[ -n "$f" ] || continue
-		if [ -e "$KSRC/$f" ]; then cp -a "$KSRC/$f" "$WT/$f"; else rm -f "$WT/$f"; fi
-	done < "$WT/.krs-applied"
-	: > "$WT/.krs-applied"
+	krs_series_restore "$WT" "$KSRC"
 	rm -f "$WT/.krs-series"
 	for p in $patches; do
-		git apply --numstat "$p" | cut -f3 >> "$WT/.krs-applied"
-		(cd "$WT" && git apply -p1 "$p") || krs_die "applying $p to $WT failed"
+		krs_series_apply "$WT" "$p" || krs_die "applying $p to $WT failed"
 	done
 	echo "$hash" > "$WT/.krs-series"
 fi
@@ -125,15 +120,8 @@ else
 fi
 t0=$(date +%s)
 set +e
-PATH=$KU/bin:$PATH unshare -m --propagation private bash -c '
-	set -e
-	mount --bind "$1" "$2"
-	mount --bind "$3" "$4"
-	cd "$2"
-	shift 4
-	exec python3 tools/testing/kunit/kunit.py run "$@"
-' kunit "$WT" "$KSRC" "$BUILD" "$KTEST" \
-	--arch x86_64 --build_dir "$KTEST" --kunitconfig "$kcfg" \
+PATH=$KU/bin:$PATH krs_series_ns "$WT" "$KSRC" "$BUILD" "$KTEST" \
+	python3 tools/testing/kunit/kunit.py run --arch x86_64 --build_dir "$KTEST" --kunitconfig "$kcfg" \
 	$(for v in $(krs_kmake_vars); do echo --make_options "$v"; done) --jobs "$(nproc)" --timeout 1800 --json="$json" \
 	> "$log" 2>&1 &
 pid=$!

@@ -59,3 +59,37 @@ krs_copy_sources() {
 		\( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) ! -name '*.mod.c' -print |
 		tar -cf - -T -) | tar -xf - -C "$dest"
 }
+
+# The in-tree series' build (scripts/kunit.sh): run CMD in a private mount namespace in which the
+# patched source copy SRC is mounted over the pristine source's path KSRC and the build directory
+# BUILD over the test kernel's path KTEST, so that objects copied from the test kernel stay valid.
+# CMD runs in KSRC. Usage: krs_series_ns SRC KSRC BUILD KTEST CMD [ARGS...]
+krs_series_ns() {
+	unshare -m --propagation private bash -c '
+		set -e
+		mount --bind "$1" "$2"
+		mount --bind "$3" "$4"
+		cd "$2"
+		shift 4
+		exec "$@"
+	' krs-series-ns "$@"
+}
+
+# Put the source copy SRC back to the pristine tree KSRC in the files that its applied patches
+# touched (listed in SRC/.krs-applied), with the pristine mtimes.
+# Usage: krs_series_restore SRC KSRC
+krs_series_restore() {
+	local f
+	while IFS= read -r f; do
+		[ -n "$f" ] || continue
+		if [ -e "$2/$f" ]; then cp -a "$2/$f" "$1/$f"; else rm -f "$1/$f"; fi
+	done < "$1/.krs-applied"
+	: > "$1/.krs-applied"
+}
+
+# Apply PATCH to the source copy SRC (new mtimes for the files it touches only) and list those
+# files in SRC/.krs-applied. Usage: krs_series_apply SRC PATCH
+krs_series_apply() {
+	git apply --numstat "$2" | cut -f3 >> "$1/.krs-applied"
+	(cd "$1" && git apply -p1 "$2")
+}

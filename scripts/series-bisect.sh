@@ -18,29 +18,18 @@ SERIES=$KRS_ROOT/out/series
 patches=$(ls "$SERIES"/0*.patch | grep -v /0000-)
 n=$(echo $patches | wc -w)
 # Back to the pristine tree (as scripts/kunit.sh does), then one patch more per step.
-while IFS= read -r f; do
-	[ -n "$f" ] || continue
-	if [ -e "$KSRC/$f" ]; then cp -a "$KSRC/$f" "$WT/$f"; else rm -f "$WT/$f"; fi
-done < "$WT/.krs-applied"
-: > "$WT/.krs-applied"
+krs_series_restore "$WT" "$KSRC"
 rm -f "$WT/.krs-series" "$KU/build/.krs-series"
 ok=0 warns=0 i=0
 for p in $patches; do
 	i=$((i + 1))
-	git apply --numstat "$p" | cut -f3 >> "$WT/.krs-applied"
-	(cd "$WT" && git apply -p1 "$p") || krs_die "applying $p failed"
+	krs_series_apply "$WT" "$p" || krs_die "applying $p failed"
 	clippy=
 	[ "$i" = "$n" ] && clippy=CLIPPY=1
 	log=$KRS_ROOT/out/series/bisect-$i.log
 	t0=$(date +%s)
-	if unshare -m --propagation private bash -c '
-		set -e
-		mount --bind "$1" "$2"; mount --bind "$3" "$4"
-		k=$2 o=$4
-		shift 4
-		exec make -C "$k" O="$o" "$@"
-	' x "$WT" "$KSRC" "$KU/build" "$KTEST" $(krs_kmake_vars) $clippy -j"$(nproc)" vmlinux \
-		> "$log" 2>&1; then
+	if krs_series_ns "$WT" "$KSRC" "$KU/build" "$KTEST" \
+		make -C "$KSRC" O="$KTEST" $(krs_kmake_vars) $clippy -j"$(nproc)" vmlinux > "$log" 2>&1; then
 		st=built; ok=$((ok + 1))
 	else
 		st=FAILED

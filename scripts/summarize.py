@@ -23,6 +23,17 @@ SPLAT_RE = re.compile("|".join(SPLATS))
 RESULT_RE = re.compile(r"^(\s*)(ok|not ok) \d+ (?:- )?(\S+)(.*)$")
 
 
+def splats(lines):
+    """Yield (first line index, the splat's 25 lines, its 40 lines of trace) for each kernel splat
+    in `lines`. One splat prints several markers ("cut here", "WARNING: CPU:", ...): each counts
+    once."""
+    end = -1
+    for i, line in enumerate(lines):
+        if i > end and SPLAT_RE.search(line):
+            end = i + 25
+            yield i, lines[i:i + 25], "\n".join(lines[i:i + 40])
+
+
 def ktap_cases(text):
     """Yield (name, status) for each leaf test case of a KTAP document."""
     lines = text.splitlines()
@@ -154,14 +165,9 @@ def main(out):
                 inside = False
             elif not inside:
                 kept.append(line)
-        lines = kept
-        end = -1
-        for i, line in enumerate(lines):
-            # One splat prints several markers ("cut here", "WARNING: CPU:", ...): count it once.
-            if i > end and SPLAT_RE.search(line):
-                end = i + 25
-                failed += 1
-                problems.append("FAIL dmesg splat:\n    " + "\n    ".join(lines[i:i + 25]))
+        for _, splat, _ in splats(kept):
+            failed += 1
+            problems.append("FAIL dmesg splat:\n    " + "\n    ".join(splat))
     elif (out / "done").exists():
         failed += 1
         problems.append("FAIL guest: no dmesg saved")
@@ -175,18 +181,13 @@ def main(out):
     ]
     console = out / "kunitpy-console.log"
     if console.exists():
-        lines = console.read_text(errors="replace").splitlines()
-        end = -1
-        for i, line in enumerate(lines):
-            if i > end and SPLAT_RE.search(line):
-                end = i + 25
-                trace = "\n".join(lines[i:i + 40])
-                known = [why for pat, why in upstream if pat in trace]
-                if known:
-                    print(f"  (not counted: a kunit.py console splat of upstream code: {known[0]})")
-                    continue
-                failed += 1
-                problems.append("FAIL kunit.py console splat:\n    " + "\n    ".join(lines[i:i + 25]))
+        for _, splat, trace in splats(console.read_text(errors="replace").splitlines()):
+            known = [why for pat, why in upstream if pat in trace]
+            if known:
+                print(f"  (not counted: a kunit.py console splat of upstream code: {known[0]})")
+                continue
+            failed += 1
+            problems.append("FAIL kunit.py console splat:\n    " + "\n    ".join(splat))
     for kl in sorted(out.glob("kmemleak.*")):
         text = kl.read_text(errors="replace")
         for rep in re.split(r"(?=^unreferenced object)", text, flags=re.M):

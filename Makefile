@@ -12,6 +12,8 @@
 #                  checkpatch --strict on it (make check also runs kunit.py on it)
 #   make kunit     apply out/series with git am and run the kernel's kunit.py on it (QEMU TCG)
 #   make series-bisect  build vmlinux at each patch of the applied series (after make kunit)
+#   make model     loom model checks of the hand-off protocols on the host (tools/model), and
+#                  the mutants that each must catch (make check runs them too)
 #   make rustdoc   HTML docs of rust/kthread_rs/ in out/rustdoc/
 #   make rust-analyzer  rust-project.json for editors
 #   make clippy    build with CLIPPY=1
@@ -24,7 +26,7 @@
 SHELL := /bin/bash
 export KDIR KVER KVM DURATION STRESS_PARAMS BENCH_ROUNDS
 
-.PHONY: all modules setup check run soak bench series kunit series-bisect rustdoc rust-analyzer clippy fmt fmt-check clean
+.PHONY: all modules setup check run soak bench series kunit series-bisect model rustdoc rust-analyzer clippy fmt fmt-check clean
 
 all: modules
 
@@ -54,6 +56,9 @@ kunit:
 
 series-bisect:
 	@bash scripts/series-bisect.sh
+
+model:
+	@bash scripts/model.sh
 
 rustdoc:
 	@bash scripts/rustdoc.sh

@@ -23,6 +23,13 @@ krs_phase "check: rustfmt and clippy"
 		echo "pass contexts"; else echo "missing(see-out/check/contexts.log) contexts"; fi
 } > "$out/lint.results"
 
+# The hand-off protocols, model-checked on the host with loom (tools/model), and the mutants
+# that the models must catch; every model test and mutant counts in the totals.
+krs_phase "check: model checks (loom; log: out/check/model/)"
+bash "$KRS_ROOT/scripts/model.sh" "$out/model" || true
+cp "$out/model/model.results" "$out/model.results" 2>/dev/null ||
+	echo "model checks did not run (see out/check/model/)" >> "$out/errors"
+
 krs_phase "check: building the modules"
 bash "$KRS_ROOT/scripts/kmake.sh" modules > "$out/build.log" 2>&1 || {
 	cat "$out/build.log"; echo "0 passed, 1 failed"; exit 1; }

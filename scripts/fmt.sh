@@ -9,7 +9,7 @@ cd "$KRS_ROOT"
 # --check prints the diff and fails when a file is not formatted.
 # (samples/ may not exist yet: a clean clone has no empty directories.)
 dirs=
-for d in rust samples; do
+for d in rust samples tools; do
 	if [ -d "$d" ]; then dirs="$dirs $d"; fi
 done
 find $dirs -name '*.rs' -print0 | xargs -0 "$KRS_BIN/rustfmt" --edition 2021 \

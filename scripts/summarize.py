@@ -125,6 +125,8 @@ def main(out):
                 kind = "lint (rustfmt, clippy, rustdoc, contexts)"
             elif cf.stem == "tail-call":
                 kind = "tail calls (objdump)"
+            elif cf.stem == "model":
+                kind = "model checks (loom, tools/model) and their mutants"
             elif cf.stem == "series":
                 kind = "the in-tree series (make series)"
             elif cf.stem == "checkpatch":

@@ -67,8 +67,10 @@ use kernel::{
 };
 
 mod delayed;
+mod gate;
 mod work;
 pub use delayed::{DelayedWork, DelayedWorkItem};
+use gate::Gate;
 use work::{hand_over, init_work, owner_of, queue, FnWork};
 pub use work::{Work, WorkItem};
 
@@ -82,9 +84,9 @@ pub use work::{Work, WorkItem};
 ///   with it), whose thread is `task`; the claimer stops the thread ([`Inner::teardown`]).
 ///   `Inner` lives on (in an `Arc`) while an item is bound to it, so that its address
 ///   identifies its worker exactly.
-/// - `gate`: bit 0 is set once the worker is closing; the rest counts the operations in flight
-///   (in units of 2). Every operation on `raw` enters the gate first; once the bit is set and
-///   the count is zero, nothing touches `raw`'s queues any more but the teardown.
+/// - Every operation on `raw` runs inside `gate` ([`Gate::enter`]); once it is closed and
+///   no operation is in flight ([`Gate::close`]), nothing touches `raw`'s queues but the
+///   teardown.
 /// - `done` is completed once the reaper has torn the worker down; `reaper_frees` is set when a
 ///   drop left the teardown to the reaper, which then gives up the handle's reference.
 #[repr(C)]
@@ -93,7 +95,7 @@ struct Inner {
     entry: Entry,
     raw: NonNull<bindings::kthread_worker>,
     task: ARef<Task>,
-    gate: Atomic<usize>,
+    gate: Gate,
     reaper_frees: Atomic<bool>,
     #[pin]
     done: Completion,
@@ -104,9 +106,6 @@ struct Inner {
 unsafe impl Send for Inner {}
 // SAFETY: As for `Send`.
 unsafe impl Sync for Inner {}
-
-const CLOSING: usize = 1;
-const IN_FLIGHT: usize = 2;
 
 /// How the reaper ends a worker.
 static WORKER_ENTRY: EntryOps = EntryOps {
@@ -165,24 +164,7 @@ impl Inner {
     /// Run `f` (an operation on `raw`) unless the worker is closing; `ESHUTDOWN` if it is.
     /// Lock-free, so that queueing works in any context, as in C.
     fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
-        if self.gate.fetch_add(IN_FLIGHT, ordering::Full) & CLOSING != 0 {
-            self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
-            return Err(eshutdown());
-        }
-        let r = f();
-        self.gate.fetch_sub(IN_FLIGHT, ordering::Full);
-        Ok(r)
-    }
-
-    /// Refuse new operations, and wait until those in flight are done.
-    fn close(&self) {
-        let mut old = self.gate.load(ordering::Relaxed);
-        while let Err(now) = self.gate.cmpxchg(old, old | CLOSING, ordering::Full) {
-            old = now;
-        }
-        while self.gate.load(ordering::Acquire) & !CLOSING != 0 {
-            kernel::time::delay::fsleep(Delta::from_micros(10));
-        }
+        self.gate.enter(f).map_err(|_| eshutdown())
     }
 
     /// End the worker, whose entry the caller claimed: refuse new work, cancel the pending
@@ -198,7 +180,7 @@ impl Inner {
     /// The caller claimed the entry; called once, not on the worker's thread.
     unsafe fn teardown(&self) -> delayed::Cancelled {
         // INVARIANT: From here on nothing is queued: an operation gets `ESHUTDOWN`.
-        self.close();
+        self.gate.close();
         let cancelled = self.cancel_all_delayed();
         // SAFETY: The worker is live and nothing can be queued; flushing runs the works that
         // are still pending, so that each gets its reference back. Then its thread stops (the
@@ -389,7 +371,7 @@ impl Worker {
                 entry: Entry::new(module, &WORKER_ENTRY),
                 raw,
                 task,
-                gate: Atomic::new(0),
+                gate: Gate::new(),
                 reaper_frees: Atomic::new(false),
                 done <- Completion::new(),
             }),
@@ -589,10 +571,7 @@ impl Drop for Worker {
         }
         // Dropped by one of its own works, which the teardown would wait for. Refuse new work
         // now, and hand the teardown to a thread of its own (H20).
-        let mut old = inner.gate.load(ordering::Relaxed);
-        while let Err(now) = inner.gate.cmpxchg(old, old | CLOSING, ordering::Full) {
-            old = now;
-        }
+        inner.gate.refuse();
         let theirs = inner.clone();
         let (module, pid) = (inner.entry.owner(), inner.task.pid());
         let handed = thread::spawn_detached(module, fmt!("{pid}-teardown"), move |_ctx| {

@@ -1,0 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The models: one file per protocol.
+
+mod gate;

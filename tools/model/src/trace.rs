@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The steps of the execution that loom is running, printed if it fails: the interleaving.
+//!
+//! Loom runs every thread of a model on the test's own OS thread, so one thread-local log
+//! holds the steps of all of them, in the order in which loom scheduled them.
+
+use std::cell::RefCell;
+use std::sync::Once;
+
+thread_local! {
+    static STEPS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    static PRINTED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+/// Start a new execution (the first thing in each `loom::model` closure).
+pub fn reset() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The first panic of an execution is the failure; loom unwinds the other threads
+            // of the model after it, each with a panic of its own.
+            if PRINTED.with(|p| p.replace(true)) {
+                return prev(info);
+            }
+            let steps = STEPS.with(|s| s.borrow().clone());
+            eprintln!(
+                "interleaving of the failing execution ({} steps):",
+                steps.len()
+            );
+            for (i, s) in steps.iter().enumerate() {
+                eprintln!("  {:3}  {s}", i + 1);
+            }
+            prev(info);
+        }));
+    });
+    STEPS.with(|s| s.borrow_mut().clear());
+    PRINTED.with(|p| *p.borrow_mut() = false);
+}
+
+/// Record a step of `who`.
+pub fn step(who: &str, what: impl AsRef<str>) {
+    STEPS.with(|s| s.borrow_mut().push(format!("{who:<10} {}", what.as_ref())));
+}

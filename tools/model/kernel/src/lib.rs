@@ -14,9 +14,12 @@ pub mod sync {
 
     pub mod atomic {
         //! `kernel::sync::atomic` over loom. The orderings map onto C11 as the kernel crate's
-        //! documentation states them: `Relaxed`, `Acquire` and `Release` as named; `Full`
-        //! (a fully ordered RMW, `smp_mb()` on both sides) as `SeqCst`; a failed `cmpxchg` is a
-        //! relaxed load whatever its ordering.
+        //! documentation states them: `Relaxed`, `Acquire` and `Release` as named; a failed
+        //! `cmpxchg` is a relaxed load whatever its ordering. `Full`, a fully ordered RMW, is
+        //! what LKMM says it is, an `smp_mb()` on each side: `fence(SeqCst)`, the RMW with
+        //! `AcqRel`, `fence(SeqCst)` (the second only if a `cmpxchg` succeeded). Loom models
+        //! `SeqCst` fences exactly, but `SeqCst` accesses only as `AcqRel`, which would be
+        //! weaker than the kernel's.
 
         use loom::sync::atomic as la;
         use std::sync::atomic::Ordering as O;
@@ -41,6 +44,8 @@ pub mod sync {
             pub trait Ordering: Copy {
                 /// The C11 ordering of a successful operation.
                 const C11: std::sync::atomic::Ordering;
+                /// Fully ordered: a `SeqCst` fence on each side.
+                const FULL: bool = false;
             }
             /// What a load accepts.
             pub trait AcquireOrRelaxed: Ordering {}
@@ -57,7 +62,8 @@ pub mod sync {
                 const C11: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Release;
             }
             impl Ordering for Full {
-                const C11: std::sync::atomic::Ordering = std::sync::atomic::Ordering::SeqCst;
+                const C11: std::sync::atomic::Ordering = std::sync::atomic::Ordering::AcqRel;
+                const FULL: bool = true;
             }
             impl AcquireOrRelaxed for Relaxed {}
             impl AcquireOrRelaxed for Acquire {}
@@ -161,6 +167,13 @@ pub mod sync {
         ptr!(*mut T);
         ptr!(*const T);
 
+        /// The `smp_mb()` on one side of a fully ordered RMW.
+        fn full<Ord: Ordering>() {
+            if Ord::FULL {
+                la::fence(O::SeqCst);
+            }
+        }
+
         /// `kernel::sync::atomic::Atomic`, over loom.
         pub struct Atomic<T: AtomicType>(T::Repr);
 
@@ -184,11 +197,19 @@ pub mod sync {
             }
             /// Exchange.
             pub fn xchg<Ord: Ordering>(&self, v: T, _: Ord) -> T {
-                T::swap(&self.0, v, Ord::C11)
+                full::<Ord>();
+                let old = T::swap(&self.0, v, Ord::C11);
+                full::<Ord>();
+                old
             }
             /// Compare and exchange: `Ok(old)` if it was `old` (now `new`), `Err(current)`.
             pub fn cmpxchg<Ord: Ordering>(&self, old: T, new: T, _: Ord) -> Result<T, T> {
-                T::cas(&self.0, old, new, Ord::C11)
+                full::<Ord>();
+                let r = T::cas(&self.0, old, new, Ord::C11);
+                if r.is_ok() {
+                    full::<Ord>();
+                }
+                r
             }
         }
 
@@ -199,11 +220,17 @@ pub mod sync {
             }
             /// Add, returning the old value.
             pub fn fetch_add<Ord: Ordering>(&self, v: T, _: Ord) -> T {
-                T::fetch_add(&self.0, v, Ord::C11)
+                full::<Ord>();
+                let old = T::fetch_add(&self.0, v, Ord::C11);
+                full::<Ord>();
+                old
             }
             /// Subtract, returning the old value.
             pub fn fetch_sub<Ord: Ordering>(&self, v: T, _: Ord) -> T {
-                T::fetch_sub(&self.0, v, Ord::C11)
+                full::<Ord>();
+                let old = T::fetch_sub(&self.0, v, Ord::C11);
+                full::<Ord>();
+                old
             }
         }
     }

@@ -26,11 +26,11 @@ PATH=$(dirname "$CARGO"):$PATH
 export CARGO_TERM_COLOR=never
 
 krs_phase "model: building tools/model (loom)"
-"$CARGO" test --release --locked --manifest-path "$KRS_ROOT/tools/model/Cargo.toml" --no-run \
+"$CARGO" test --release --manifest-path "$KRS_ROOT/tools/model/Cargo.toml" --no-run \
 	> "$out/build.log" 2>&1 || { cat "$out/build.log"; echo "build-failed model_build" >> "$out/model.results"; exit 1; }
 
 krs_phase "model: the models (log: $out/models.log)"
-"$CARGO" test --release --locked --manifest-path "$KRS_ROOT/tools/model/Cargo.toml" \
+"$CARGO" test --release --manifest-path "$KRS_ROOT/tools/model/Cargo.toml" \
 	-- --test-threads="$(nproc)" > "$out/models.log" 2>&1 || true
 grep -E '^test .* \.\.\. ' "$out/models.log" | sed -E 's/^test (.*) \.\.\. (ok|FAILED|ignored).*/\2 \1/' |
 	sed -E 's/^ok /pass /; s/^FAILED /failed(see-out\/model\/models.log) /' |
@@ -52,7 +52,7 @@ for patch in "$KRS_ROOT"/tools/model/mutants/*.patch; do
 	log=$out/mutant-$name.log
 	if ! patch -s -p1 -d "$tmp" < "$patch" > "$log" 2>&1; then
 		echo "does-not-apply(see-out/model/mutant-$name.log) mutant_$name" >> "$out/model.results"
-	elif CARGO_TARGET_DIR=$KRS_CACHE/model/mutant-target "$CARGO" test --release --locked --manifest-path "$tmp/tools/model/Cargo.toml" \
+	elif CARGO_TARGET_DIR=$KRS_CACHE/model/mutant-target "$CARGO" test --release --manifest-path "$tmp/tools/model/Cargo.toml" \
 		"$test" -- --exact > "$log" 2>&1; then
 		echo "not-caught(see-out/model/mutant-$name.log) mutant_$name" >> "$out/model.results"
 	elif grep -q "^test $test \.\.\. FAILED" "$log"; then

@@ -18,8 +18,10 @@ mkdir -p "$out"
 : > "$out/model.results"
 CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
 [ -x "$CARGO" ] || krs_die "cargo not found (scripts/install-deps.sh installs bindgen with it too)"
-# Outside the clone, reused across runs: loom and its dependencies build once.
+# Outside the clone, reused across runs: loom and its dependencies build once. The mutants get
+# a directory per checkout, so that two checkouts can run at once.
 export CARGO_TARGET_DIR=$KRS_CACHE/model/target
+mdir=$KRS_CACHE/model/$(printf %s "$KRS_ROOT" | md5sum | cut -c1-12)
 # The default toolchain's rustc, not the kernel's (lib.sh puts that first on PATH).
 unset RUSTC
 PATH=$(dirname "$CARGO"):$PATH
@@ -45,17 +47,18 @@ for patch in "$KRS_ROOT"/tools/model/mutants/*.patch; do
 	krs_phase "model: mutant $name (must fail $test)"
 	# One place and one target directory for every mutant, copied afresh (new mtimes): cargo
 	# knows the files outside the crate's own directory by their absolute paths and mtimes.
-	tmp=$KRS_CACHE/model/mutant-src
+	tmp=$mdir/mutant-src
 	rm -rf "$tmp"; mkdir -p "$tmp/rust" "$tmp/tools"
 	cp -r "$KRS_ROOT/rust/kthread_rs" "$tmp/rust/"
 	cp -r "$KRS_ROOT/tools/model" "$tmp/tools/"
 	log=$out/mutant-$name.log
 	if ! patch -s -p1 -d "$tmp" < "$patch" > "$log" 2>&1; then
 		echo "does-not-apply(see-out/model/mutant-$name.log) mutant_$name" >> "$out/model.results"
-	elif CARGO_TARGET_DIR=$KRS_CACHE/model/mutant-target "$CARGO" test --release --manifest-path "$tmp/tools/model/Cargo.toml" \
+	elif CARGO_TARGET_DIR=$mdir/mutant-target "$CARGO" test --release --manifest-path "$tmp/tools/model/Cargo.toml" \
 		"$test" -- --exact > "$log" 2>&1; then
 		echo "not-caught(see-out/model/mutant-$name.log) mutant_$name" >> "$out/model.results"
-	elif grep -q "^test $test \.\.\. FAILED" "$log"; then
+	elif grep -q "^test $test \.\.\. FAILED" "$log" || { ! grep -q '^error' "$log" && grep -q 'panicked at' "$log"; }; then
+		# Caught: the test failed (or loom aborted the process while unwinding the failure).
 		echo "pass mutant_$name"  >> "$out/model.results"
 	else
 		echo "did-not-build(see-out/model/mutant-$name.log) mutant_$name" >> "$out/model.results"

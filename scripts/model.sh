@@ -18,10 +18,11 @@ mkdir -p "$out"
 : > "$out/model.results"
 CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
 [ -x "$CARGO" ] || krs_die "cargo not found (scripts/install-deps.sh installs bindgen with it too)"
-# Outside the clone, reused across runs: loom and its dependencies build once. The mutants get
-# a directory per checkout, so that two checkouts can run at once.
-export CARGO_TARGET_DIR=$KRS_CACHE/model/target
+# Outside the clone, reused across runs: loom and its dependencies build once. One directory
+# per checkout: cargo knows the protocol files (outside the crate) by absolute path and mtime,
+# so a target directory shared by two checkouts could run one's build for the other.
 mdir=$KRS_CACHE/model/$(printf %s "$KRS_ROOT" | md5sum | cut -c1-12)
+export CARGO_TARGET_DIR=$mdir/target
 # The default toolchain's rustc, not the kernel's (lib.sh puts that first on PATH).
 unset RUSTC
 PATH=$(dirname "$CARGO"):$PATH

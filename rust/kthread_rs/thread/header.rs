@@ -25,30 +25,8 @@ use kernel::{
     types::Opaque,
 };
 
-/// The thread was made freezable before its first wake-up.
-pub(super) const FREEZABLE: u32 = 1 << 0;
-/// The thread's handle was dropped where it could not wait for the thread (on the thread
-/// itself, or in a wait cycle): the thread owns the handle's references now, its
-/// `should_stop` is true, and it frees its memory when it ends ([`leave`]).
-pub(super) const ORPHAN: u32 = 1 << 1;
-/// The orphan holds a reference on the module, taken when it was orphaned, for its way out.
-pub(super) const ORPHAN_MODREF: u32 = 1 << 2;
-/// A thread that owns itself from the start ([`spawn_detached`](super::spawn_detached),
-/// [`ThreadGroup`](super::ThreadGroup)).
-pub(super) const SELF_OWNED: u32 = 1 << 3;
-/// The body started (set by the thread before it takes its body): a thread that the reaper
-/// stops without it has never run (H2).
-pub(super) const STARTED: u32 = 1 << 4;
-/// The owner is in a C call that WARNs on an exiting thread (`kthread_park()`,
-/// `kthread_bind()`, `kthread_affine_preferred()`): the reaper waits for it to return before it
-/// stops the thread.
-const OWNER_CALL: u32 = 1 << 5;
-/// The thread has decided how it leaves ([`leave`]): an orphaning after this takes no module
-/// reference (nothing would give it back), and leaves the thread's memory to the reaper.
-const LEAVING: u32 = 1 << 6;
-/// A self-owned thread left its block to the reaper (it could hold no module reference), and
-/// holds a reference on its own task for the reaper's stop, which the reaper gives back.
-pub(super) const ZOMBIE_TASKREF: u32 = 1 << 7;
+use super::handoff::{self, Flags, Leave, Stop};
+pub(super) use super::handoff::{FREEZABLE, ORPHAN, SELF_OWNED, STARTED, ZOMBIE_TASKREF};
 
 /// What the registry's reaper needs of a thread, whatever its body.
 pub(super) struct ThreadOps {
@@ -91,7 +69,7 @@ pub(crate) struct Header {
     entry: Entry,
     task: Atomic<*mut bindings::task_struct>,
     ops: &'static ThreadOps,
-    flags: Atomic<u32>,
+    flags: Flags,
     waiting_for: UnsafeCell<*const Header>,
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -132,7 +110,7 @@ impl Header {
             entry: Entry::new(module, &THREAD_ENTRY),
             task: Atomic::new(core::ptr::null_mut()),
             ops,
-            flags: Atomic::new(flags),
+            flags: Flags::new(flags),
             waiting_for: UnsafeCell::new(core::ptr::null()),
             wq <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
                 // SAFETY: `slot` is valid for writes and pinned (in an `Arc` or a `KBox`).
@@ -187,23 +165,12 @@ impl Header {
     }
 
     pub(super) fn flags(&self) -> u32 {
-        self.flags.load(ordering::Acquire)
+        self.flags.get()
     }
 
     /// Set `bits` in the flags.
     pub(super) fn set_flags(&self, bits: u32) {
-        let mut old = self.flags.load(ordering::Relaxed);
-        while let Err(now) = self.flags.cmpxchg(old, old | bits, ordering::Full) {
-            old = now;
-        }
-    }
-
-    /// Clear `bits` in the flags.
-    pub(super) fn clear_flags(&self, bits: u32) {
-        let mut old = self.flags.load(ordering::Relaxed);
-        while let Err(now) = self.flags.cmpxchg(old, old & !bits, ordering::Full) {
-            old = now;
-        }
+        self.flags.set(bits)
     }
 
     /// The wait queue that [`Context::wait_until`](super::Context::wait_until) sleeps on.
@@ -236,17 +203,25 @@ impl Header {
     ///
     /// May sleep.
     pub(super) unsafe fn stop_put(&self, task: ARef<Task>) {
-        if registry::claim(&self.entry) {
-            // SAFETY: The claim makes this the one `kthread_stop()` of the thread (invariant);
-            // `task` is a counted kthread, alive even if it exited (H1), and
-            // `kthread_stop_put()` gives up that reference once it has exited.
-            unsafe { bindings::kthread_stop_put(ARef::into_raw(task).as_ptr().cast()) };
-            registry::unlink(&self.entry);
-            self.stopped.complete_all();
-        } else {
-            drop(task);
-            self.stopped.wait_for_completion();
-        }
+        // SAFETY: By the function's safety requirements.
+        unsafe { self.stop_put_then(task, || ()) }
+    }
+
+    /// Like [`Header::stop_put`], then `take` (the thread's result), once the thread exited.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Header::stop_put`].
+    ///
+    /// # Context
+    ///
+    /// May sleep.
+    pub(super) unsafe fn stop_put_then<R>(&self, task: ARef<Task>, take: impl FnOnce() -> R) -> R {
+        let mut s = StopPut {
+            hdr: self,
+            task: Some(task),
+        };
+        handoff::stop_then_take(&mut s, take)
     }
 
     /// Like [`Header::stop_put`], keeping the caller's reference on `task`.
@@ -259,14 +234,7 @@ impl Header {
     ///
     /// May sleep.
     pub(super) unsafe fn stop(&self, task: &Task) {
-        if registry::claim(&self.entry) {
-            // SAFETY: As in `stop_put`; the caller's reference keeps `task` alive.
-            unsafe { bindings::kthread_stop(task.as_ptr()) };
-            registry::unlink(&self.entry);
-            self.stopped.complete_all();
-        } else {
-            self.stopped.wait_for_completion();
-        }
+        handoff::stop(&mut StopRef { hdr: self, task });
     }
 
     /// Before an owner's C call that WARNs on an exiting thread (see `OWNER_CALL`): `false` if
@@ -277,19 +245,17 @@ impl Header {
     ///
     /// Any context that may take a spinlock.
     pub(super) fn begin_owner_call(&self) -> bool {
-        self.set_flags(OWNER_CALL);
-        let mut reg = registry::lock();
-        if reg.is_unclaimed(&self.entry) {
-            return true;
-        }
-        drop(reg);
-        self.clear_flags(OWNER_CALL);
-        false
+        self.flags
+            .begin_owner_call(|| registry::lock().is_unclaimed(&self.entry))
     }
 
     /// After the owner's C call.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub(super) fn end_owner_call(&self) {
-        self.clear_flags(OWNER_CALL);
+        self.flags.end_owner_call();
     }
 
     /// Hand the caller's handle (its task reference and its share of the memory, which the
@@ -307,28 +273,69 @@ impl Header {
         // SAFETY: `module` is the thread's: the module of the `&'static ThisModule` that it was
         // created with (invariant of `Entry`).
         let modref = unsafe { sys::module_get(module) }.is_ok();
-        let mut old = self.flags.load(ordering::Relaxed);
-        loop {
-            // A thread that has decided how it leaves (from an interrupt on it, after its
-            // body) would not give a reference back: it is left to the reaper.
-            let new = if old & LEAVING == 0 && modref {
-                old | ORPHAN | ORPHAN_MODREF
-            } else {
-                old | ORPHAN
-            };
-            match self.flags.cmpxchg(old, new, ordering::Full) {
-                Ok(_) => {
-                    if modref && new & ORPHAN_MODREF == 0 {
-                        // SAFETY: The reference taken above, not handed over. The caller runs
-                        // the module's code, so whatever called it keeps the module.
-                        unsafe { sys::module_put(module) };
-                    }
-                    break;
-                }
-                Err(now) => old = now,
-            }
+        if self.flags.orphan(modref) {
+            // SAFETY: The reference taken above, not handed over. The caller runs the module's
+            // code, so whatever called it keeps the module.
+            unsafe { sys::module_put(module) };
         }
         self.wake();
+    }
+}
+
+/// The stop of an owned thread by a handle that gives up its task reference.
+struct StopPut<'a> {
+    hdr: &'a Header,
+    task: Option<ARef<Task>>,
+}
+
+impl Stop for StopPut<'_> {
+    fn claim(&mut self) -> bool {
+        registry::claim(&self.hdr.entry)
+    }
+
+    unsafe fn kthread_stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            // SAFETY: The caller's claim makes this the one `kthread_stop()` of the thread
+            // (invariant); `task` is a counted kthread, alive even if it exited (H1), and
+            // `kthread_stop_put()` gives up that reference once it has exited.
+            unsafe { bindings::kthread_stop_put(ARef::into_raw(task).as_ptr().cast()) };
+        }
+    }
+
+    fn unlink_and_complete(&mut self) {
+        registry::unlink(&self.hdr.entry);
+        self.hdr.stopped.complete_all();
+    }
+
+    fn wait_stopped(&mut self) {
+        drop(self.task.take());
+        self.hdr.stopped.wait_for_completion();
+    }
+}
+
+/// The stop of an owned thread by a caller that keeps its task reference.
+struct StopRef<'a> {
+    hdr: &'a Header,
+    task: &'a Task,
+}
+
+impl Stop for StopRef<'_> {
+    fn claim(&mut self) -> bool {
+        registry::claim(&self.hdr.entry)
+    }
+
+    unsafe fn kthread_stop(&mut self) {
+        // SAFETY: As in `StopPut`; the caller's reference keeps `task` alive.
+        unsafe { bindings::kthread_stop(self.task.as_ptr()) };
+    }
+
+    fn unlink_and_complete(&mut self) {
+        registry::unlink(&self.hdr.entry);
+        self.hdr.stopped.complete_all();
+    }
+
+    fn wait_stopped(&mut self) {
+        self.hdr.stopped.wait_for_completion();
     }
 }
 
@@ -412,30 +419,28 @@ fn header_of(e: NonNull<Entry>) -> *const Header {
 pub(super) unsafe fn leave(h: NonNull<Header>) -> c_int {
     // SAFETY: The current thread's header is alive while it runs (invariants).
     let hdr = unsafe { h.as_ref() };
+    let module = hdr.entry.module();
+    let task = hdr.task.load(ordering::Relaxed);
     // Decide, in one atomic step with the orphaning (`Header::orphan`): orphaned by then, or
     // left as an owned thread (an orphaning after this leaves the memory to the reaper).
-    let mut flags = hdr.flags.load(ordering::Relaxed);
-    while let Err(now) = hdr.flags.cmpxchg(flags, flags | LEAVING, ordering::Full) {
-        flags = now;
-    }
-    if flags & ORPHAN == 0 {
-        return 0;
-    }
-    let module = hdr.entry.module();
-    // SAFETY: The module of the `&'static ThisModule` that this thread was created with
-    // (invariant of `Entry`), whose code it runs.
-    if flags & ORPHAN_MODREF == 0 && unsafe { sys::module_get(module) }.is_err() {
-        return 0;
-    }
-    let task = hdr.task.load(ordering::Relaxed);
-    if registry::claim_and_unlink(&hdr.entry) {
-        // SAFETY: The orphaned handle's share of the memory and its task reference are this
-        // thread's, and the claim makes it their only owner; the body has returned. `hdr` is
-        // not used after the release.
-        unsafe {
-            (hdr.ops.release)(h);
-            bindings::put_task_struct(task);
+    let how = hdr.flags.leave(
+        // SAFETY: The module of the `&'static ThisModule` that this thread was created with
+        // (invariant of `Entry`), whose code it runs.
+        || unsafe { sys::module_get(module) }.is_ok(),
+        || registry::claim_and_unlink(&hdr.entry),
+    );
+    match how {
+        Leave::Return => return 0,
+        Leave::Exit { release: true } => {
+            // SAFETY: The orphaned handle's share of the memory and its task reference are
+            // this thread's, and the claim makes it their only owner; the body has returned.
+            // `hdr` is not used after the release.
+            unsafe {
+                (hdr.ops.release)(h);
+                bindings::put_task_struct(task);
+            }
         }
+        Leave::Exit { release: false } => {}
     }
     // Otherwise the reaper claimed it (only a forced unload can do that while this thread
     // holds a module reference), and releases them once this thread has exited.
@@ -470,9 +475,7 @@ unsafe fn reap_thread(e: NonNull<Entry>) {
     let task = hdr.task.load(ordering::Relaxed);
     // An owner's call that started before the claim (`begin_owner_call` saw the entry linked)
     // ends before the thread may exit: C WARNs on a park or bind of an exiting thread.
-    while hdr.flags() & OWNER_CALL != 0 {
-        kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
-    }
+    hdr.flags.wait_owner_calls();
     // SAFETY: The claim makes this the thread's one `kthread_stop()`; `reap_prepare` took the
     // reference that this gives up.
     unsafe { bindings::kthread_stop_put(task) };

@@ -53,6 +53,7 @@ mod blkcg;
 mod context;
 mod detached;
 mod handle;
+mod handoff;
 mod header;
 mod mm;
 mod new;

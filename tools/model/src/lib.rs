@@ -15,6 +15,12 @@
 #[path = "../../../rust/kthread_rs/worker/gate.rs"]
 pub mod gate;
 
+/// The hand-offs of a thread's control block.
+#[path = "../../../rust/kthread_rs/thread/handoff.rs"]
+pub mod handoff;
+
+pub mod c;
+
 pub mod trace;
 
 /// Run `f` under loom: every interleaving with at most `LOOM_MAX_PREEMPTIONS` preemptions

@@ -54,6 +54,7 @@ mod context;
 mod detached;
 mod handle;
 mod header;
+mod members;
 mod mm;
 mod new;
 mod origin;

@@ -15,6 +15,12 @@
 #[path = "../../../rust/kthread_rs/worker/gate.rs"]
 pub mod gate;
 
+/// The member list of a thread group, and the hand-off of the group to its own member.
+#[path = "../../../rust/kthread_rs/thread/members.rs"]
+pub mod members;
+
+pub mod c;
+
 pub mod trace;
 
 /// Run `f` under loom: every interleaving with at most `LOOM_MAX_PREEMPTIONS` preemptions

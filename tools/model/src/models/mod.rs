@@ -3,3 +3,4 @@
 //! The models: one file per protocol.
 
 mod gate;
+mod members;

@@ -19,6 +19,10 @@ pub mod gate;
 #[path = "../../../rust/kthread_rs/thread/members.rs"]
 pub mod members;
 
+/// The take cell of a queued task_work callback.
+#[path = "../../../rust/kthread_rs/task_work/take.rs"]
+pub mod take;
+
 pub mod c;
 
 pub mod trace;

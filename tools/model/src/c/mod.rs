@@ -4,3 +4,4 @@
 //! follow the C closely (spinlocks as loom mutexes, list heads as loom atomics).
 
 pub mod completion;
+pub mod task_work;

@@ -4,3 +4,4 @@
 
 mod gate;
 mod members;
+mod task_work;

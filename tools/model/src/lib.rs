@@ -5,7 +5,7 @@
 //! Each protocol file below is a file of `rust/kthread_rs/`, built unchanged: in the kernel
 //! its `kernel::sync::atomic` is the kernel crate's; here it is the `kernel` crate of
 //! `kernel/`, over loom. The C side of each hand-off (`kthread_stop()`, the kthread_worker's
-//! timer and lists, `task_work_add()`, ...) is modelled in `c.rs` after the 7.2 sources. The
+//! timer and lists, `task_work_add()`, ...) is modelled in `c/` after the 7.2 sources. The
 //! models under `models/` drive both, and loom runs them under every interleaving (bounded as
 //! each model says).
 

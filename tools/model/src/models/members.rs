@@ -216,13 +216,19 @@ fn finish(g: *mut Group, blocks: Vec<P<Block>>) {
 
 /// The group dropped by its own thread m0: in its body if m1 has raised the "interrupt" flag by
 /// then, else from an interrupt between `leave`'s read of the group and its lock. The drop
-/// waits for m1 and hands the group to m0. Bounds: two members and the spawner (three
-/// threads), preemption bound 3.
+/// waits for m1 and m2 and hands the group to m0. The list is m2, m1, m0: each unlink is at the
+/// head, in the middle or at the tail. Bounds: three members and the spawner (four threads),
+/// preemption bound 3 (about 7 s).
 #[test]
 fn dropped_by_its_own_member() {
     crate::check(|| {
-        let (tg, blocks) = new_group(2);
+        let (tg, blocks) = new_group(3);
         let g = P(tg.inner);
+        let b2 = blocks[2];
+        let m2 = thread::spawn(move || {
+            let b2 = b2;
+            member_exit(b2.0, task(2), "m2", || {});
+        });
         let raised = loom::sync::Arc::new(AtomicBool::new(false));
         let b0 = blocks[0];
         let b1 = blocks[1];
@@ -251,12 +257,13 @@ fn dropped_by_its_own_member() {
         });
         m0.join().unwrap();
         m1.join().unwrap();
+        m2.join().unwrap();
         finish(g.0, blocks);
     });
 }
 
 /// The group dropped by a thread that is none of its own, while its two threads leave. Bounds:
-/// two members and the dropper (three threads), preemption bound 3.
+/// two members and the dropper (three threads), preemption bound 3 (under 1 s).
 #[test]
 fn dropped_by_another_thread() {
     crate::check(|| {

@@ -109,17 +109,17 @@
 //! ```
 
 use super::sys;
-use core::{cell::UnsafeCell, mem::ManuallyDrop, ptr};
+use core::ptr;
 use kernel::{
     bindings,
     prelude::*,
-    sync::{
-        atomic::{ordering, Atomic},
-        Arc, UniqueArc,
-    },
+    sync::{Arc, UniqueArc},
     task::Task,
     types::Opaque,
 };
+
+mod take;
+use take::Take;
 
 /// How the target task is told that it has a callback to run (`enum task_work_notify_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,46 +178,24 @@ fn task_flags(task: *mut bindings::task_struct) -> u32 {
 ///
 /// # Invariants
 ///
-/// - `work` holds the callback while `taken` is false. Whoever swaps `taken` from false to true
-///   (see [`Node::take`]) owns the callback from then on; nothing else touches `work`.
+/// - `work` holds the callback until one of the target task's run, a [`Pending::cancel`], a
+///   [`give_back`] or the node's drop takes it out ([`Take`]): exactly one of them gets it.
 /// - Once `head` has been handed to `task_work_add()` successfully, the C code owns one `Arc`
 ///   reference and one reference on `module`, both given back by [`task_work_func`].
 /// - `module` is the module whose code the callback is (the caller's `module` argument).
 struct Node<W> {
     head: Opaque<bindings::callback_head>,
-    taken: Atomic<bool>,
-    work: UnsafeCell<ManuallyDrop<W>>,
+    work: Take<W>,
     module: &'static ThisModule,
 }
 
-// SAFETY: The callback is only ever moved out (once) and dropped, never shared (the
-// invariants), so a `Node` may be used from any thread when the callback is `Send`. `head` is
+// SAFETY: The callback is behind a `Take`, which is `Send` and `Sync` for `W: Send`. `head` is
 // touched only through raw pointers by `task_work_add()` and `task_work_run()`, which
 // synchronise on the task's `task_works` with `cmpxchg` (and `pi_lock`). `module` never
 // changes, and `ThisModule` is `Sync`.
 unsafe impl<W: Send> Send for Node<W> {}
-// SAFETY: As above: `&Node` gives access to the callback only through the atomic `taken`, like
-// a `Mutex<W>` that is `Sync` for `W: Send`; no `&W` is ever handed out.
+// SAFETY: As above: `&Node` gives access to the callback only through its `Take`.
 unsafe impl<W: Send> Sync for Node<W> {}
-
-impl<W> Node<W> {
-    /// Take the callback out: the first caller gets it, every later one gets `None`.
-    fn take(&self) -> Option<W> {
-        if self.taken.xchg(true, ordering::Full) {
-            return None;
-        }
-        // SAFETY: `taken` was false, so `work` still holds the callback, and this call set it
-        // to true: no other caller ever reads `work` (type invariant).
-        Some(unsafe { ManuallyDrop::take(&mut *self.work.get()) })
-    }
-}
-
-impl<W> Drop for Node<W> {
-    fn drop(&mut self) {
-        // A callback that was neither run, cancelled nor handed back is dropped with its node.
-        drop(self.take());
-    }
-}
 
 /// Queue `work` to run in the context of `task`; see the [module documentation](self).
 ///
@@ -287,9 +265,9 @@ fn new_node<W: Callback>(
     Ok(node
         .write(Node {
             head: Opaque::uninit(),
-            // INVARIANT: `work` holds the callback and `taken` is false: nothing has taken it.
-            taken: Atomic::new(false),
-            work: UnsafeCell::new(ManuallyDrop::new(work)),
+            // INVARIANT: `work` holds the callback: nothing has taken it. A callback that is
+            // neither run, cancelled nor handed back is dropped with the node (`Take`'s drop).
+            work: Take::new(work),
             module,
         })
         .into())
@@ -334,12 +312,9 @@ fn queue_node<W: Callback>(
 
 /// The callback of a node that was never queued.
 fn give_back<W>(node: Arc<Node<W>>) -> W {
-    // The swap that makes this call the owner of the callback (type invariant); it was false, as
-    // the node was never queued and no handle was made, so no one else could have taken it.
-    node.taken.xchg(true, ordering::Full);
-    // SAFETY: `taken` was false and this call set it: the callback is there and no one else
-    // reads it. The node's drop sees `taken` and does not drop the callback again.
-    let work = unsafe { ManuallyDrop::take(&mut *node.work.get()) };
+    // SAFETY: The node was never queued and no handle was made, so no one else could have
+    // taken the callback, or can.
+    let work = unsafe { node.work.take_unshared() };
     drop(node);
     work
 }
@@ -379,7 +354,7 @@ unsafe fn run_and_free<W: Callback>(head: *mut bindings::callback_head) -> *mut 
         ))
     };
     let module = node.module.as_ptr();
-    if let Some(work) = node.take() {
+    if let Some(work) = node.work.take() {
         work.run();
     }
     module
@@ -401,6 +376,6 @@ impl<W: Callback> Pending<W> {
     ///
     /// Any context.
     pub fn cancel(&self) -> Option<W> {
-        self.node.take()
+        self.node.work.take()
     }
 }

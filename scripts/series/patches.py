@@ -124,7 +124,7 @@ for a callback that a user task runs in its own context before returning to user
 is boxed, owns a reference on its module until it has run, and is dropped unrun if the task exits
 first; `add_cancelable()` keeps a handle that can take it back (task_work_cancel()).
 """,
-        "rust": ["task_work.rs"],
+        "rust": ["task_work.rs", "task_work/"],
         "mods": ["task_work"],
     },
     {

@@ -27,6 +27,7 @@
 
 use super::super::sys;
 use super::header::{Header, ThreadOps, SELF_OWNED, STARTED};
+use super::members::{self, List, Member};
 use super::{with_name, Context, NUMA_NO_NODE};
 use core::{
     cell::Cell,
@@ -57,21 +58,16 @@ static MEMBERS_NAME: &CStr = c"kthread_rs::ThreadGroup";
 /// # Invariants
 ///
 /// - `run` is `run::<F>` for the [`Block<F>`] that starts with this head.
-/// - `group` is the [`GroupInner`] whose completion the thread completes at its exit, or null:
-///   the thread holds a reference on its module (its header's), and gives it back at its exit.
-/// - `orphan` is null, or (set with a null `group` by a drop of the thread's group that ran on
-///   this thread) that group, now owned by the thread, which frees it before it leaves.
-/// - A thread with a group is on that group's member list (linked through `next`, with its
-///   `task`) from before it is woken until it leaves the list after its body (or, if it never
-///   ran, until the reaper takes it off); the block is freed only after that. While it is on
-///   the list, `group` and `next` are read and written under the group's lock only.
+/// - `member`'s group (see [`Member`]) is the [`GroupInner`] whose completion the thread
+///   completes at its exit, or null: the thread holds a reference on its module (its
+///   header's), and gives it back at its exit.
+/// - A thread with a group is on that group's member list from before it is woken until it
+///   leaves the list after its body (or, if it never ran, until the reaper takes it off); the
+///   block is freed only after that.
 #[repr(C)]
 struct Start {
     run: unsafe fn(*mut Head),
-    group: *const GroupInner,
-    orphan: *mut GroupInner,
-    task: *const bindings::task_struct,
-    next: *mut Head,
+    member: Member<GroupInner, bindings::task_struct>,
 }
 
 /// The part of every block that does not depend on the body: the thread's header (first, as
@@ -124,20 +120,20 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement and the invariant of `Start`, `run` is
     // `run::<F>` for this thread's `Block<F>`.
     unsafe { ((*head).start.run)(head) };
-    // SAFETY: The block is alive (freed below). Only a drop of the group that runs on this very
-    // thread writes `group` (see `ThreadGroup::drop`), before this read or, from an interrupt,
-    // after it: then the group is not freed but handed to this thread (`orphan`), and `leave`
-    // reads `group` again under the group's lock.
-    let group = unsafe { ptr::read_volatile(&raw const (*head).start.group) };
-    let group = if group.is_null() {
-        group
-    } else {
-        // SAFETY: A group lives until it has counted a completion of each of its threads, and
-        // this thread has not completed yet; or it is this thread's orphan (see above).
-        unsafe { (*group).leave(head) }
+    // SAFETY: The block is alive (freed below), and this thread's body has returned. Only a
+    // drop of the group that runs on this very thread takes it out of the group (see
+    // `ThreadGroup::drop`), before `leave` reads its group or, from an interrupt, after: then
+    // the group is not freed but handed to this thread (`orphan`). So a group read here lives
+    // until it has counted a completion of this thread, or is this thread's.
+    let group = unsafe {
+        members::leave(&raw mut (*head).start.member, |g| {
+            // SAFETY: `leave` locks only a group that is alive (see above).
+            (*g).members.lock()
+        })
     };
-    // SAFETY: The block is alive; `orphan` was set, if at all, with `group` (read above).
-    let orphan = unsafe { (*head).start.orphan };
+    // SAFETY: The block is alive; `orphan` is set, if at all, by a drop that ran on this thread
+    // (read after `leave`, which no such drop can interrupt while it holds the lock).
+    let orphan = unsafe { (*head).start.member.orphan() };
     // SAFETY: The block is alive (freed below, after this read).
     let module = unsafe { (*head).header.module() };
     // Once unlinked, the reaper no longer waits for this thread, so the module code it runs
@@ -192,7 +188,7 @@ unsafe fn run<F: FnOnce(&Context<'_>) + Send + 'static>(head: *mut Head) {
     let block = head.cast::<Block<F>>();
     // SAFETY: `Block` is `repr(C)` with `head` first, so `block` is the thread's block, alive
     // until it is freed. Only the header and `body` are borrowed: the group's list and a drop
-    // of the group write fields of `start` by raw pointer meanwhile.
+    // of the group write fields of `start.member` by raw pointer meanwhile.
     let (header, body) = unsafe { (&(*block).head.header, &(*block).body) };
     // SAFETY: `current` is the kthread whose header is `header`.
     let ctx = unsafe { Context::new(header) };
@@ -225,18 +221,21 @@ unsafe fn reap_release<F>(h: NonNull<Header>) {
     let head = h.as_ptr().cast::<Head>();
     // SAFETY: By the function's safety requirement the block is alive.
     if unsafe { (*head).header.flags() } & STARTED == 0 {
-        // SAFETY: The thread never ran, so no one else touches `start` but its group's lock.
-        let group = unsafe { (*head).start.group };
+        // SAFETY: The thread never ran, so no one else touches `start` but its group's lock;
+        // its group (if any) is alive: it waits for this thread's completion, given here.
+        let group = unsafe {
+            members::leave(&raw mut (*head).start.member, |g| {
+                // SAFETY: `leave` locks only the thread's group, alive (see above).
+                (*g).members.lock()
+            })
+        };
         if group.is_null() {
             // SAFETY: The module reference that `spawn_detached` took for the thread, on the
             // module that it spawned the thread with (the header's).
             unsafe { sys::module_put((*head).header.module()) };
         } else {
             // SAFETY: The group is alive: it waits for this thread's completion, given here.
-            unsafe {
-                (*group).leave(head);
-                bindings::complete(Opaque::cast_into(&raw const (*group).done));
-            }
+            unsafe { bindings::complete(Opaque::cast_into(&raw const (*group).done)) };
         }
     }
     // SAFETY: The block came from `KBox::into_raw` in `spawn_block`, and the caller owns it.
@@ -263,10 +262,7 @@ where
                 header <- Header::new(module, &Block::<F>::OPS, SELF_OWNED),
                 start: Start {
                     run: run::<F>,
-                    group,
-                    orphan: ptr::null_mut(),
-                    task: ptr::null(),
-                    next: ptr::null_mut(),
+                    member: Member::new(group),
                 },
             }),
             body: Cell::new(Some(f)),
@@ -364,12 +360,6 @@ where
     })
 }
 
-/// The head of a group's member list (see [`Start`]).
-struct Members(*mut Head);
-
-// SAFETY: The list is only touched under the group's lock; its blocks belong to live threads.
-unsafe impl Send for Members {}
-
 /// The part of a [`ThreadGroup`] that its threads touch.
 #[pin_data]
 struct GroupInner {
@@ -377,7 +367,7 @@ struct GroupInner {
     done: Opaque<bindings::completion>,
     /// The threads that have not yet left after their body (see [`Start`]).
     #[pin]
-    members: SpinLock<Members>,
+    members: SpinLock<List<GroupInner, bindings::task_struct>>,
 }
 
 // SAFETY: A `struct completion` is made to be completed and waited for from any task; the
@@ -387,70 +377,18 @@ unsafe impl Send for GroupInner {}
 unsafe impl Sync for GroupInner {}
 
 impl GroupInner {
-    /// Put the new, not yet woken thread `task`, whose block starts with `start`, on the list.
+    /// Put the new, not yet woken thread `task`, whose block starts with `head`, on the list.
     ///
     /// # Safety
     ///
-    /// `start` is the unshared block of `task`, a thread of this group.
+    /// `head` is the unshared block of `task`, a thread of this group.
     unsafe fn join(&self, head: *mut Head, task: *mut bindings::task_struct) {
-        let mut members = self.members.lock();
         // SAFETY: By the function's safety requirement; the list is locked.
         unsafe {
-            (*head).start.task = task;
-            (*head).start.next = members.0;
-        }
-        members.0 = head;
-    }
-
-    /// Take the current thread, whose block starts with `start`, off the list, and say how it
-    /// leaves: through this group's completion, or (null) through `module_put` when a drop of
-    /// the group on this thread took it off already.
-    ///
-    /// # Safety
-    ///
-    /// `start` is the block of the current thread, a thread of this group, after its body.
-    unsafe fn leave(&self, head: *mut Head) -> *const GroupInner {
-        let mut members = self.members.lock();
-        // SAFETY: The list is locked; `start` is alive (its thread frees it after this).
-        let group = unsafe { (*head).start.group };
-        if !group.is_null() {
-            // SAFETY: As above; a thread whose `group` is still set is on the list.
-            unsafe { unlink(&mut members.0, head) };
-        }
-        group
-    }
-
-    /// The block of the current thread, if it is on this group's list.
-    fn find_current(members: &Members) -> Option<*mut Head> {
-        let current = Task::current_raw().cast_const();
-        let mut p = members.0;
-        while !p.is_null() {
-            // SAFETY: Blocks on the list are alive (their thread frees them only after leaving
-            // it), and the caller holds the lock.
-            unsafe {
-                if ptr::eq((*p).start.task, current) {
-                    return Some(p);
-                }
-                p = (*p).start.next;
-            }
-        }
-        None
-    }
-}
-
-/// Remove `start` from the list at `head`.
-///
-/// # Safety
-///
-/// The list's lock is held, and `start` is on it.
-unsafe fn unlink(first: &mut *mut Head, head: *mut Head) {
-    let mut link: *mut *mut Head = first;
-    // SAFETY: Every block on the locked list is alive; `start` is on it, so the walk ends.
-    unsafe {
-        while *link != head {
-            link = &raw mut (**link).start.next;
-        }
-        *link = (*head).start.next;
+            self.members
+                .lock()
+                .join(&raw mut (*head).start.member, task)
+        };
     }
 }
 
@@ -518,7 +456,7 @@ impl ThreadGroup {
                     unsafe { bindings::init_completion(slot) }
                 }),
                 members <- SpinLock::new(
-                    Members(ptr::null_mut()),
+                    List::new(),
                     MEMBERS_NAME,
                     kernel::static_lock_class!()
                 ),
@@ -570,7 +508,8 @@ impl ThreadGroup {
     /// May sleep.
     pub fn wait(&mut self) -> Result {
         kernel::task::might_sleep();
-        if GroupInner::find_current(&self.inner.members.lock()).is_some() {
+        let current = Task::current_raw().cast_const();
+        if self.inner.members.lock().find(current).is_some() {
             return Err(sys::edeadlk());
         }
         let n = *self.outstanding.get_mut();
@@ -593,43 +532,46 @@ impl Drop for ThreadGroup {
         kernel::task::might_sleep();
         let n = *self.outstanding.get_mut();
         let mut members = self.inner.members.lock();
-        let Some(me) = GroupInner::find_current(&members) else {
-            drop(members);
-            self.wait_for(n);
-            // SAFETY: Every thread's completion has been waited for: none touches `inner`.
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
-            return;
-        };
-        // Dropped by one of its own threads, `me` (on its list, so its block is alive and its
-        // completion is owed: it is counted in `n`).
-        pr_warn!("kthread_rs: a ThreadGroup was dropped by one of its own threads\n");
-        // Only while live: a reference taken while `init` runs does not keep the module (a
-        // failing `init` frees it whatever its count).
-        // SAFETY: `me` is on the locked list, so its block is alive; its module is that of the
-        // `&'static ThisModule` it was spawned with (invariant of its header's `Entry`).
-        if unsafe { sys::module_get((*me).header.module()) }.is_err() {
-            drop(members);
-            pr_warn!("kthread_rs: module not live: the ThreadGroup is leaked, not waited for\n");
-            // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.
-            return;
-        }
-        // INVARIANT: Off the list with a null `group`: `me` now holds a module reference and
-        // leaves through `module_put_and_kthread_exit()`; its completion is no longer owed.
-        // SAFETY: `me` is on the locked list, so its block is alive.
-        unsafe {
-            unlink(&mut members.0, me);
-            (*me).start.group = ptr::null();
+        let me = members.find(Task::current_raw().cast_const());
+        if let Some(me) = me {
+            // Dropped by one of its own threads, `me` (on its list, so its block is alive and
+            // its completion is owed: it is counted in `n`).
+            pr_warn!("kthread_rs: a ThreadGroup was dropped by one of its own threads\n");
+            // SAFETY: `me` is the `member` of a `Start` in a `Head`.
+            let head = unsafe { kernel::container_of!(me, Head, start.member) };
+            // Only while live: a reference taken while `init` runs does not keep the module (a
+            // failing `init` frees it whatever its count).
+            // SAFETY: `me` is on the locked list, so its block is alive; its module is that of
+            // the `&'static ThisModule` it was spawned with (invariant of its header's `Entry`).
+            if unsafe { sys::module_get((*head).header.module()) }.is_err() {
+                drop(members);
+                pr_warn!(
+                    "kthread_rs: module not live: the ThreadGroup is leaked, not waited for\n"
+                );
+                // INVARIANT: Leaked: `inner` is never freed, so every thread can complete it.
+                return;
+            }
+            // INVARIANT: Out of the group: `me` now holds a module reference and leaves through
+            // `module_put_and_kthread_exit()`; its completion is no longer owed.
+            // SAFETY: `me` is on the locked list, and is the current thread's.
+            unsafe { members.disown(me) };
         }
         drop(members);
-        self.wait_for(n - 1);
+        self.wait_for(if me.is_some() { n - 1 } else { n });
         // SAFETY: Taken once, here; `self.inner` is not used afterwards.
         let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
-        // SAFETY: Handed over whole to the thread, which frees it where it is.
+        // SAFETY: Freed whole below, or handed over whole to `me`'s thread, which frees it
+        // where it is.
         let inner = KBox::into_raw(unsafe { Pin::into_inner_unchecked(inner) });
-        // INVARIANT: `me` owns the group now, which its n - 1 other threads no longer touch.
-        // SAFETY: `me` is the current thread, which runs none of its own code while this drop
-        // runs (in its body, or in an interrupt on it), so it has not freed its block: it
-        // frees it only after reading `orphan`, in `detached_main`.
-        unsafe { (*me).start.orphan = inner };
+        // SAFETY: Every thread's completion has been waited for but `me`'s, taken out of the
+        // group above: none touches `inner` but `me`'s. `me` is the current thread, which runs
+        // none of its own code while this drop runs (in its body, or in an interrupt on it), so
+        // it has not freed its block: it frees it only after reading its orphan, in
+        // `detached_main`.
+        let free = unsafe { members::release(me, inner) };
+        if !free.is_null() {
+            // SAFETY: `inner`, from `KBox::into_raw` above, not handed over.
+            drop(unsafe { KBox::from_raw(free) });
+        }
     }
 }

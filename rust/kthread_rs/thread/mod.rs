@@ -55,6 +55,7 @@ mod detached;
 mod handle;
 mod handoff;
 mod header;
+mod members;
 mod mm;
 mod new;
 mod origin;

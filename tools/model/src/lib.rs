@@ -5,7 +5,7 @@
 //! Each protocol file below is a file of `rust/kthread_rs/`, built unchanged: in the kernel
 //! its `kernel::sync::atomic` is the kernel crate's; here it is the `kernel` crate of
 //! `kernel/`, over loom. The C side of each hand-off (`kthread_stop()`, the kthread_worker's
-//! timer and lists, `task_work_add()`, ...) is modelled in `c.rs` after the 7.2 sources. The
+//! timer and lists, `task_work_add()`, ...) is modelled in `c/` after the 7.2 sources. The
 //! models under `models/` drive both, and loom runs them under every interleaving (bounded as
 //! each model says).
 
@@ -18,6 +18,14 @@ pub mod gate;
 /// The hand-offs of a thread's control block.
 #[path = "../../../rust/kthread_rs/thread/handoff.rs"]
 pub mod handoff;
+
+/// The member list of a thread group, and the hand-off of the group to its own member.
+#[path = "../../../rust/kthread_rs/thread/members.rs"]
+pub mod members;
+
+/// The take cell of a queued task_work callback.
+#[path = "../../../rust/kthread_rs/task_work/take.rs"]
+pub mod take;
 
 pub mod c;
 

@@ -21,7 +21,11 @@ pub fn reset() {
         std::panic::set_hook(Box::new(move |info| {
             // The first panic of an execution is the failure; loom unwinds the other threads
             // of the model after it, each with a panic of its own.
-            if PRINTED.with(|p| p.replace(true)) {
+            // Panics with no message are control flow (the `generator` crate's `Cancel`, which
+            // loom's threads unwind with), not failures.
+            let msg = info.payload().downcast_ref::<&str>().is_some()
+                || info.payload().downcast_ref::<String>().is_some();
+            if !msg || PRINTED.with(|p| p.replace(true)) {
                 return prev(info);
             }
             let steps = STEPS.with(|s| s.borrow().clone());

@@ -3,4 +3,6 @@
 //! The models: one file per protocol.
 
 mod gate;
+mod members;
+mod task_work;
 mod thread;

@@ -75,7 +75,8 @@ impl<W> Take<W> {
     pub(crate) unsafe fn take_unshared(&self) -> W {
         // The swap that makes this call the owner of the value (type invariant); by the safety
         // requirement it was false.
-        self.taken.xchg(true, ordering::Full);
+        let was = self.taken.xchg(true, ordering::Full);
+        debug_assert!(!was, "take_unshared of a value that was taken");
         // SAFETY: `taken` was false and this call set it: the value is there and no one else
         // reads it. The cell's drop sees `taken` and does not drop the value again.
         unsafe { ManuallyDrop::take(&mut *self.value.get()) }

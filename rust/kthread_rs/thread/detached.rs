@@ -120,19 +120,21 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement and the invariant of `Start`, `run` is
     // `run::<F>` for this thread's `Block<F>`.
     unsafe { ((*head).start.run)(head) };
+    let lock = |g: *const GroupInner| {
+        // SAFETY: `leave` locks only a group that is alive (see below).
+        unsafe { (*g).members.lock() }
+    };
     // SAFETY: The block is alive (freed below), and this thread's body has returned. Only a
     // drop of the group that runs on this very thread takes it out of the group (see
     // `ThreadGroup::drop`), before `leave` reads its group or, from an interrupt, after: then
     // the group is not freed but handed to this thread (`orphan`). So a group read here lives
-    // until it has counted a completion of this thread, or is this thread's.
-    let group = unsafe {
-        members::leave(&raw mut (*head).start.member, |g| {
-            // SAFETY: `leave` locks only a group that is alive (see above).
-            (*g).members.lock()
-        })
-    };
-    // SAFETY: The block is alive; `orphan` is set, if at all, by a drop that ran on this thread
-    // (read after `leave`, which no such drop can interrupt while it holds the lock).
+    // until it has counted a completion of this thread, or is this thread's; `lock` locks the
+    // list of the group it is given.
+    let group = unsafe { members::leave(&raw mut (*head).start.member, lock) };
+    // SAFETY: The block is alive. `orphan` is set, if at all, by a drop that ran on this thread
+    // and completed before `leave` took the lock: one that comes later (from an interrupt)
+    // never completes, as the type's documentation says (it spins on the lock that `leave`
+    // holds, or finds this thread off the list and waits for its completion).
     let orphan = unsafe { (*head).start.member.orphan() };
     // SAFETY: The block is alive (freed below, after this read).
     let module = unsafe { (*head).header.module() };
@@ -162,7 +164,7 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
         unsafe { free_block(head) };
     }
     if !orphan.is_null() {
-        // SAFETY: By the invariant of `Start`, this thread owns the group now; its other
+        // SAFETY: By the invariant of `Member` (`orphan`), this thread owns the group now; its other
         // threads have completed (the drop waited for them), and this one has left its list.
         drop(unsafe { KBox::from_raw(orphan) });
     }
@@ -221,14 +223,14 @@ unsafe fn reap_release<F>(h: NonNull<Header>) {
     let head = h.as_ptr().cast::<Head>();
     // SAFETY: By the function's safety requirement the block is alive.
     if unsafe { (*head).header.flags() } & STARTED == 0 {
+        let lock = |g: *const GroupInner| {
+            // SAFETY: `leave` locks only the thread's group, alive (see below).
+            unsafe { (*g).members.lock() }
+        };
         // SAFETY: The thread never ran, so no one else touches `start` but its group's lock;
         // its group (if any) is alive: it waits for this thread's completion, given here.
-        let group = unsafe {
-            members::leave(&raw mut (*head).start.member, |g| {
-                // SAFETY: `leave` locks only the thread's group, alive (see above).
-                (*g).members.lock()
-            })
-        };
+        // `lock` locks the list of the group it is given.
+        let group = unsafe { members::leave(&raw mut (*head).start.member, lock) };
         if group.is_null() {
             // SAFETY: The module reference that `spawn_detached` took for the thread, on the
             // module that it spawned the thread with (the header's).

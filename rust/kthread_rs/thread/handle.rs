@@ -90,12 +90,13 @@ impl<T> Handle<T> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: Taken once, here; `this` is never dropped, so `Drop` does not see it.
         let task = unsafe { ManuallyDrop::take(&mut this.task) };
-        // SAFETY: An owned thread, and `task` is it (invariant). The result is taken once the
-        // thread has exited; this handle is its only reader.
-        let exit = unsafe {
-            this.header()
-                .stop_put_then(task, || take_exit(this.take_result, this.header))
+        let take = || {
+            // SAFETY: Called by `stop_put_then` once the thread has exited; this handle is its
+            // result's only reader.
+            unsafe { take_exit(this.take_result, this.header) }
         };
+        // SAFETY: An owned thread, and `task` is it (invariant).
+        let exit = unsafe { this.header().stop_put_then(task, take) };
         drop(waiting);
         // SAFETY: The handle's reference, given up once, after the thread exited.
         unsafe { (this.release)(this.header) };

@@ -68,8 +68,13 @@ pub(crate) enum Leave {
 }
 
 impl Flags {
-    /// Flags with `bits` set.
+    /// Flags with `bits` set (`FREEZABLE`, `SELF_OWNED`, or nothing).
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub(crate) fn new(bits: u32) -> Self {
+        debug_assert_eq!(bits & !(FREEZABLE | SELF_OWNED), 0);
         // INVARIANT: No orphan, no owner call, not leaving (the callers pass FREEZABLE,
         // SELF_OWNED or nothing).
         Self(Atomic::new(bits))
@@ -84,12 +89,19 @@ impl Flags {
         self.0.load(ordering::Acquire)
     }
 
-    /// Set `bits`, in one fully ordered step.
+    /// Set `bits` (`STARTED`, or `ZOMBIE_TASKREF`: never a bit of the hand-offs here), in one
+    /// fully ordered step.
     ///
     /// # Context
     ///
     /// Any context.
     pub(crate) fn set(&self, bits: u32) {
+        debug_assert_eq!(bits & (ORPHAN | ORPHAN_MODREF | LEAVING | OWNER_CALL), 0);
+        self.set_any(bits)
+    }
+
+    /// Set any `bits`, in one fully ordered step.
+    fn set_any(&self, bits: u32) {
         let mut old = self.0.load(ordering::Relaxed);
         while let Err(now) = self.0.cmpxchg(old, old | bits, ordering::Full) {
             old = now;
@@ -97,11 +109,7 @@ impl Flags {
     }
 
     /// Clear `bits`, in one fully ordered step.
-    ///
-    /// # Context
-    ///
-    /// Any context.
-    pub(crate) fn clear(&self, bits: u32) {
+    fn clear(&self, bits: u32) {
         let mut old = self.0.load(ordering::Relaxed);
         while let Err(now) = self.0.cmpxchg(old, old & !bits, ordering::Full) {
             old = now;
@@ -167,7 +175,8 @@ impl Flags {
         }
     }
 
-    /// Before an owner's C call that WARNs on an exiting thread (see `OWNER_CALL`): `false` if
+    /// Before an owner's C call that WARNs on an exiting thread (see `OWNER_CALL`), of which
+    /// one at most runs at a time (they take the handle by `&mut`): `false` if
     /// the reaper has claimed the thread (it is stopped, or being stopped); otherwise the
     /// reaper waits for [`Flags::end_owner_call`] before it stops the thread. `unclaimed`
     /// tells, under the registry's lock, whether the thread's entry is linked and unclaimed.
@@ -178,7 +187,7 @@ impl Flags {
     pub(crate) fn begin_owner_call(&self, unclaimed: impl FnOnce() -> bool) -> bool {
         // INVARIANT: Set before the check, fully ordered: a reaper that claims after the check
         // (the registry's lock orders the two) sees the bit and waits.
-        self.set(OWNER_CALL);
+        self.set_any(OWNER_CALL);
         if unclaimed() {
             return true;
         }
@@ -210,8 +219,19 @@ impl Flags {
 }
 
 /// What a stopper of an owned thread does, with the registry and C.
-pub(crate) trait Stop {
+///
+/// # Safety
+///
+/// All four methods act on one owned thread, whose entry is in the registry (or its model).
+/// [`Stop::claim`] returns `true` only if this call claimed that entry, and the registry lets
+/// at most one party claim it (a handle, a scope's record, the reaper): [`stop`] relies on it
+/// to make its `kthread_stop()` the thread's one.
+pub(crate) unsafe trait Stop {
     /// Claim the thread's entry (under the registry's lock): `true` if this call did.
+    ///
+    /// # Context
+    ///
+    /// Any context that may take a spinlock.
     fn claim(&mut self) -> bool;
 
     /// The C `kthread_stop()` (or `kthread_stop_put()`): set the stop bit, wake the thread and
@@ -219,13 +239,26 @@ pub(crate) trait Stop {
     ///
     /// # Safety
     ///
-    /// The caller claimed the thread's entry: this is the thread's one `kthread_stop()`.
+    /// The caller claimed the thread's entry: this is the thread's one `kthread_stop()`, called
+    /// once.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     unsafe fn kthread_stop(&mut self);
 
     /// Unlink the claimed entry, and tell whoever waits for the stop ([`Stop::wait_stopped`]).
+    ///
+    /// # Context
+    ///
+    /// Any context that may take a spinlock.
     fn unlink_and_complete(&mut self);
 
     /// Wait until the claimer (the reaper, or a scope's record) has stopped the thread.
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     fn wait_stopped(&mut self);
 }
 
@@ -237,7 +270,8 @@ pub(crate) trait Stop {
 /// May sleep.
 pub(crate) fn stop(s: &mut impl Stop) {
     if s.claim() {
-        // SAFETY: Claimed just now, by this call.
+        // SAFETY: Claimed just now, by this call, and only one party can (the safety
+        // requirement of the `unsafe` trait `Stop`); called once.
         unsafe { s.kthread_stop() };
         s.unlink_and_complete();
     } else {

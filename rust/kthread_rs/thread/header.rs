@@ -217,6 +217,7 @@ impl Header {
     ///
     /// May sleep.
     pub(super) unsafe fn stop_put_then<R>(&self, task: ARef<Task>, take: impl FnOnce() -> R) -> R {
+        // INVARIANT: By the function's safety requirements.
         let mut s = StopPut {
             hdr: self,
             task: Some(task),
@@ -234,6 +235,7 @@ impl Header {
     ///
     /// May sleep.
     pub(super) unsafe fn stop(&self, task: &Task) {
+        // INVARIANT: By the function's safety requirements.
         handoff::stop(&mut StopRef { hdr: self, task });
     }
 
@@ -283,12 +285,19 @@ impl Header {
 }
 
 /// The stop of an owned thread by a handle that gives up its task reference.
+///
+/// # Invariants
+///
+/// `hdr` is the header of an owned thread (not orphaned or self-owned) whose task is `task`
+/// (until [`Stop::kthread_stop`] or [`Stop::wait_stopped`] gives that reference up).
 struct StopPut<'a> {
     hdr: &'a Header,
     task: Option<ARef<Task>>,
 }
 
-impl Stop for StopPut<'_> {
+// SAFETY: Every method acts on `hdr`'s thread (type invariant), and `registry::claim` lets one
+// party only claim its entry.
+unsafe impl Stop for StopPut<'_> {
     fn claim(&mut self) -> bool {
         registry::claim(&self.hdr.entry)
     }
@@ -296,8 +305,9 @@ impl Stop for StopPut<'_> {
     unsafe fn kthread_stop(&mut self) {
         if let Some(task) = self.task.take() {
             // SAFETY: The caller's claim makes this the one `kthread_stop()` of the thread
-            // (invariant); `task` is a counted kthread, alive even if it exited (H1), and
-            // `kthread_stop_put()` gives up that reference once it has exited.
+            // (invariant of `Header`); `task` is that thread (type invariant), a counted
+            // kthread, alive even if it exited (H1), and `kthread_stop_put()` gives up that
+            // reference once it has exited. (`None` only after a first call: there is none.)
             unsafe { bindings::kthread_stop_put(ARef::into_raw(task).as_ptr().cast()) };
         }
     }
@@ -314,18 +324,24 @@ impl Stop for StopPut<'_> {
 }
 
 /// The stop of an owned thread by a caller that keeps its task reference.
+///
+/// # Invariants
+///
+/// `hdr` is the header of an owned thread (not orphaned or self-owned) whose task is `task`.
 struct StopRef<'a> {
     hdr: &'a Header,
     task: &'a Task,
 }
 
-impl Stop for StopRef<'_> {
+// SAFETY: As for `StopPut`.
+unsafe impl Stop for StopRef<'_> {
     fn claim(&mut self) -> bool {
         registry::claim(&self.hdr.entry)
     }
 
     unsafe fn kthread_stop(&mut self) {
-        // SAFETY: As in `StopPut`; the caller's reference keeps `task` alive.
+        // SAFETY: As in `StopPut`; `task` is the thread (type invariant), and the reference
+        // that `self.task` borrows keeps it alive.
         unsafe { bindings::kthread_stop(self.task.as_ptr()) };
     }
 

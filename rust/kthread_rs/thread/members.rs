@@ -38,8 +38,9 @@ use kernel::sync::atomic::{ordering, Atomic};
 /// - `orphan` is null, or (set after `group` was nulled, by a drop of the thread's group that
 ///   ran on this thread: [`release`]) that group, now owned by the thread, which frees it
 ///   before it leaves.
-/// - A thread with a non-null `group` is on that group's list (linked through `next`, with its
-///   `task`); `task` and `next` are read and written under the group's lock only.
+/// - From [`List::join`] until it leaves the list, a thread with a non-null `group` is on that
+///   group's list (linked through `next`, with its `task`); `task` and `next` are read and
+///   written under the group's lock only.
 pub(crate) struct Member<G, T> {
     group: Atomic<*const G>,
     orphan: Atomic<*mut G>,
@@ -152,7 +153,8 @@ impl<G, T> List<G, T> {
     pub(crate) unsafe fn disown(&mut self, me: *mut Member<G, T>) {
         // SAFETY: By the function's safety requirement `me` is on the list, so alive.
         unsafe {
-            self.unlink(me);
+            let found = self.unlink(me);
+            debug_assert!(found, "a group's member to disown is not on its list");
             // INVARIANT: Off the list with a null `group`. Written under the lock, which
             // `leave` holds when it reads `group` again; and on `me`'s own thread (see the
             // module's "Orderings").
@@ -160,23 +162,25 @@ impl<G, T> List<G, T> {
         }
     }
 
-    /// Remove `m` from the (locked) list, if it is on it.
+    /// Remove `m` from the (locked) list, if it is on it: `false` if it was not (a broken
+    /// invariant, which the callers assert in debug builds).
     ///
     /// # Safety
     ///
     /// `m` is alive, and the list is locked.
-    unsafe fn unlink(&mut self, m: *mut Member<G, T>) {
+    unsafe fn unlink(&mut self, m: *mut Member<G, T>) -> bool {
         let mut link: *mut *mut Member<G, T> = &mut self.first;
         // SAFETY: Every block on the locked list is alive (type invariant), and so is `m`.
         unsafe {
             while !(*link).is_null() {
                 if *link == m {
                     *link = (*m).next;
-                    return;
+                    return true;
                 }
                 link = &raw mut (**link).next;
             }
         }
+        false
     }
 }
 
@@ -191,7 +195,8 @@ impl<G, T> List<G, T> {
 ///
 /// `m` is the alive member of the current thread, after its body (or of a thread that never
 /// ran, which the caller owns). Its group, if any, is alive: it waits for this thread's
-/// completion, or it was handed to this thread.
+/// completion, or it was handed to this thread. `lock(g)` returns the locked list of `g`
+/// itself (the unlink writes the links of that list's other members).
 ///
 /// # Context
 ///
@@ -217,7 +222,8 @@ where
     let group = unsafe { (*m).group.load(ordering::Relaxed) };
     if !group.is_null() {
         // SAFETY: `m` is alive, and the list is locked.
-        unsafe { list.unlink(m) };
+        let found = unsafe { list.unlink(m) };
+        debug_assert!(found, "a group's member is not on its group's list");
     }
     group
 }

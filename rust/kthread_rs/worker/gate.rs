@@ -32,6 +32,10 @@ pub(crate) struct Closed;
 
 impl Gate {
     /// An open gate.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     pub(crate) fn new() -> Self {
         // INVARIANT: Open, and no operation in flight.
         Self(Atomic::new(0))
@@ -71,7 +75,7 @@ impl Gate {
     ///
     /// # Context
     ///
-    /// May sleep.
+    /// May sleep (the caller calls `might_sleep()`: this file names no kernel function).
     pub(crate) fn close(&self) {
         self.refuse();
         // Acquire: what the last operation did happens before what the caller does next.

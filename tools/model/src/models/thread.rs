@@ -103,7 +103,8 @@ struct OwnerStop<'a> {
     who: &'a str,
 }
 
-impl Stop for OwnerStop<'_> {
+// SAFETY: Every method acts on `b`'s thread, and its model entry lets one party claim it.
+unsafe impl Stop for OwnerStop<'_> {
     fn claim(&mut self) -> bool {
         self.b.entry.claim(self.who)
     }

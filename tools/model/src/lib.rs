@@ -15,6 +15,12 @@
 #[path = "../../../rust/kthread_rs/worker/gate.rs"]
 pub mod gate;
 
+/// The delayed work's operations, one at a time.
+#[path = "../../../rust/kthread_rs/worker/delayed_op.rs"]
+pub mod delayed_op;
+
+pub mod c;
+
 pub mod trace;
 
 /// Run `f` under loom: every interleaving with at most `LOOM_MAX_PREEMPTIONS` preemptions

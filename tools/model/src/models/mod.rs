@@ -2,4 +2,5 @@
 
 //! The models: one file per protocol.
 
+mod delayed;
 mod gate;

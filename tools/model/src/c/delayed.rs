@@ -157,7 +157,7 @@ impl Default for Dwork {
     }
 }
 
-/// `kthread_insert_work()` (kthread.c 1164-1185, with its sanity check): onto the work list,
+/// `kthread_insert_work()` (kthread.c 1163-1185, with its sanity check): onto the work list,
 /// waking the worker.
 fn insert_work(d: &Dwork, g: &mut Locked) {
     assert_eq!(
@@ -178,8 +178,9 @@ fn add_timer(d: &Dwork) {
     d.base_wake.notify_all();
 }
 
-/// `timer_delete_sync()` (timer.c 1451-1470 and 1591-1677): wait while the callback runs, then
-/// detach the timer if pending. Returns whether it was pending.
+/// `timer_delete_sync()` (timer.c 1451-1470, 1591-1630, 1674-1677): wait while the callback
+/// runs (C spins on `base->running_timer`), then detach the timer if pending. Returns whether it
+/// was pending.
 pub fn timer_delete_sync(d: &Dwork, who: &str) -> bool {
     let mut b = d.base.lock().unwrap();
     while b.running {
@@ -199,7 +200,7 @@ pub fn timer_delete_sync(d: &Dwork, who: &str) -> bool {
     was
 }
 
-/// The timer interrupt: `expire_timers()` (timer.c 1766-1800) for a `TIMER_IRQSAFE` timer:
+/// The timer interrupt: `expire_timers()` (timer.c 1766-1805) for a `TIMER_IRQSAFE` timer:
 /// detach it, mark it running, drop the base lock, run the callback, then clear running.
 /// Runs until the model's end.
 pub fn timer_interrupt(d: &Dwork) {
@@ -224,7 +225,7 @@ pub fn timer_interrupt(d: &Dwork) {
     }
 }
 
-/// `kthread_delayed_work_timer_fn()` (kthread.c 1223-1250): move the work from the delayed
+/// `kthread_delayed_work_timer_fn()` (kthread.c 1223-1249): move the work from the delayed
 /// list to the work list, or drop it from its list silently while `canceling`.
 fn timer_fn(d: &Dwork) {
     let mut g = d.lock.lock().unwrap();
@@ -246,7 +247,7 @@ fn timer_fn(d: &Dwork) {
     }
 }
 
-/// `__kthread_queue_delayed_work()` (kthread.c 1252-1280).
+/// `__kthread_queue_delayed_work()` (kthread.c 1252-1279).
 fn queue_delayed_locked(d: &Dwork, g: &mut Locked, delay: u32) {
     if delay == 0 {
         insert_work(d, g);
@@ -258,7 +259,7 @@ fn queue_delayed_locked(d: &Dwork, g: &mut Locked, delay: u32) {
     add_timer(d);
 }
 
-/// `kthread_queue_delayed_work()` (kthread.c 1296-1312, with `queuing_blocked()` 1155-1161).
+/// `kthread_queue_delayed_work()` (kthread.c 1296-1313, with `queuing_blocked()` 1155-1161).
 pub fn queue_delayed(d: &Dwork, delay: u32) -> bool {
     let mut g = d.lock.lock().unwrap();
     if g.node != Node::Off || g.canceling > 0 {
@@ -268,7 +269,7 @@ pub fn queue_delayed(d: &Dwork, delay: u32) -> bool {
     true
 }
 
-/// `kthread_cancel_delayed_work_timer()` (kthread.c 1373-1388): with `canceling` raised and
+/// `kthread_cancel_delayed_work_timer()` (kthread.c 1373-1391): with `canceling` raised and
 /// the worker unlocked, `timer_delete_sync()`.
 fn cancel_delayed_work_timer<'a>(
     d: &'a Dwork,
@@ -284,14 +285,14 @@ fn cancel_delayed_work_timer<'a>(
     g
 }
 
-/// `__kthread_cancel_work()` (kthread.c 1406-1419): off its list; whether it was on one.
+/// `__kthread_cancel_work()` (kthread.c 1406-1418): off its list; whether it was on one.
 fn cancel_work_locked(g: &mut Locked) -> bool {
     let was = g.node != Node::Off;
     g.node = Node::Off;
     was
 }
 
-/// `kthread_mod_delayed_work()` (kthread.c 1443-1488). Whether the work was pending.
+/// `kthread_mod_delayed_work()` (kthread.c 1443-1487). Whether the work was pending.
 pub fn mod_delayed(d: &Dwork, delay: u32, who: &str) -> bool {
     let mut g = d.lock.lock().unwrap();
     let ret;
@@ -332,7 +333,8 @@ pub fn cancel_delayed_work_sync(d: &Dwork, who: &str) -> bool {
 /// The worker's thread: `kthread_worker_fn()` (kthread.c 985-1045): take the first work,
 /// mark it current, run it unlocked (`run`: the item's run, which takes the entry's
 /// reference), clear `current_work` with the next look at the list. Stops once told to with no
-/// work left (the model's end: a teardown flushes first).
+/// work left (C checks `kthread_should_stop()` before the list; the model's end, like our
+/// teardown, flushes before it stops the thread, so the two agree).
 pub fn worker_thread(d: &Dwork, run: impl Fn()) {
     let mut g = d.lock.lock().unwrap();
     loop {

@@ -4,15 +4,15 @@
 //!
 //! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h)
 
-use super::{hand_over, init_work, owner_of, unbind, Inner, Worker, WorkerRef};
-use core::{ops::Deref, ptr};
+use super::{
+    delayed_op::{self, DelayedC, OpState},
+    init_work, owner_of, unbind, Inner, Worker, WorkerRef,
+};
+use core::{marker::PhantomData, ops::Deref, ptr};
 use kernel::{
     bindings,
     prelude::*,
-    sync::{
-        atomic::{ordering, Atomic},
-        Arc, LockClassKey,
-    },
+    sync::{atomic::Atomic, Arc, LockClassKey},
     time::{msecs_to_jiffies, Delta},
     types::Opaque,
 };
@@ -40,29 +40,9 @@ impl Worker {
     ) -> Result<bool> {
         let inner = &*self.inner;
         Inner::bind(inner, &work.owner)?;
-        if !try_begin_queue(work.op()) {
-            return Err(EBUSY);
-        }
-        // The reference for a new queue entry must exist before C can run the work: with a
-        // zero delay, the worker may run it before `kthread_mod_delayed_work()` returns.
-        let p = Arc::into_raw(work.clone());
-        let r = inner.enter(|| {
-            // SAFETY: `work` is bound to this live worker, and initialised (`DelayedWork`'s
-            // invariant). First let a timer callback that already runs finish as usual (see
-            // `cancel_delayed`). Then, when C returns false it queued an idle work, whose entry
-            // takes the reference `p`; when true, the entry that existed stays, `p` unused.
-            unsafe {
-                bindings::timer_delete_sync(&raw mut (*work.dwork_ptr()).timer);
-                bindings::kthread_mod_delayed_work(inner.raw(), work.dwork_ptr(), jiffies(delay))
-            }
-        });
-        end_op(work.op());
-        if !matches!(r, Ok(false)) {
-            // SAFETY: Not taken by a new queue entry: `p` is still ours. The caller's `work`
-            // is another reference, so this is never the item's last.
-            drop(unsafe { Arc::from_raw(p) });
-        }
-        r
+        // SAFETY: `work` is a live item bound to `inner` just above, and `work` is the
+        // caller's reference, held throughout.
+        unsafe { delayed_op::modify(work.op(), &Call::new(inner, work.header(), jiffies(delay))) }
     }
 
     /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
@@ -77,13 +57,10 @@ impl Worker {
     /// May sleep.
     pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
         kernel::task::might_sleep();
-        self.cancel_with(work, &work.owner, || {
-            begin_cancel(work.op());
-            // SAFETY: `work` is bound to this live worker (checked by `cancel_with`), and
-            // initialised (type invariant).
-            let r = unsafe { cancel_delayed(work.dwork_ptr()) };
-            end_op(work.op());
-            r
+        // SAFETY: `cancel_with` runs the closure only once `work` is known to be bound to this
+        // live worker, inside its gate; `work` is live for the call (the caller's reference).
+        self.cancel_with(work, &work.owner, || unsafe {
+            delayed_op::cancel(work.op(), &Call::new(&self.inner, work.header(), 0))
         })
     }
 }
@@ -151,12 +128,9 @@ impl Inner {
             // SAFETY: Locked above.
             unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
             let Some(h) = header else { break };
-            // SAFETY: `h` is alive (our reference).
-            let op = unsafe { op_cell(h) };
-            begin_cancel(op);
-            // SAFETY: `h` is alive (our reference), initialised, and bound to this worker.
-            let was_pending = unsafe { cancel_delayed(&raw mut (*h).dwork) };
-            end_op(op);
+            // SAFETY: `h` is alive (our reference, held throughout), initialised, and bound to
+            // this worker, whose teardown this is.
+            let was_pending = unsafe { delayed_op::cancel(op_cell(h), &Call::new(self, h, 0)) };
             if was_pending {
                 // SAFETY: The cancelled entry's queue reference is now ours; ours, taken above,
                 // keeps the item, so this is not its last.
@@ -168,27 +142,6 @@ impl Inner {
             cancelled.first = h;
         }
         cancelled
-    }
-}
-
-/// `kthread_cancel_delayed_work_sync()`, made to report every pending entry it removes.
-///
-/// C cancels the timer with `work->canceling` raised; a timer callback that was already running
-/// then drops the work from its list without queueing it, and the cancel reports "not pending":
-/// the entry's queue reference would leak. Deleting the timer first, with nothing raised, lets
-/// such a callback finish as usual (the work moves to the work list), so C's cancel sees the
-/// entry. A second canceller (or a queue or
-/// modify) of the same work never runs meanwhile: see [`op_cell`].
-///
-/// # Safety
-///
-/// `dwork` is an initialised delayed work bound to a live worker.
-unsafe fn cancel_delayed(dwork: *mut bindings::kthread_delayed_work) -> bool {
-    // SAFETY: By the function's safety requirement; the timer is initialised. Deleting a
-    // pending timer leaves the work on the delayed list, where the C cancel below finds it.
-    unsafe {
-        bindings::timer_delete_sync(&raw mut (*dwork).timer);
-        bindings::kthread_cancel_delayed_work_sync(dwork)
     }
 }
 
@@ -205,18 +158,92 @@ pub(super) fn queue_delayed<T: DelayedWorkItem>(
     delay: Delta,
 ) -> Result {
     Inner::bind(inner, &work.owner)?;
-    if !try_begin_queue(work.op()) {
-        return Err(EBUSY);
+    // SAFETY: `work` is a live item bound to `inner` just above, and `work` is the caller's
+    // reference, held throughout.
+    unsafe { delayed_op::queue(work.op(), &Call::new(inner, work.header(), jiffies(delay))) }
+}
+
+/// One delayed work on its worker, for the operations of [`delayed_op`]: the C calls on it,
+/// and its item's references (through the header's type-erased `acquire` and `release`).
+///
+/// # Invariants
+///
+/// For `'a`, `h` is the header of a live, initialised `DelayedWork` inside an `Arc`, bound to
+/// `inner`; `delay` is in jiffies (unused by a cancel).
+struct Call<'a> {
+    inner: &'a Inner,
+    h: *mut DelayedHeader,
+    delay: c_ulong,
+    _p: PhantomData<&'a DelayedHeader>,
+}
+
+impl<'a> Call<'a> {
+    /// # Safety
+    ///
+    /// For `'a`, `h` is the header of a live `DelayedWork` inside an `Arc`, bound to `inner`.
+    unsafe fn new(inner: &'a Inner, h: *mut DelayedHeader, delay: c_ulong) -> Self {
+        // INVARIANT: By the function's safety requirement; `DelayedWork::new` initialised it.
+        Self {
+            inner,
+            h,
+            delay,
+            _p: PhantomData,
+        }
     }
-    let dwork = work.dwork_ptr();
-    // SAFETY: `dwork` is initialised and bound to this live worker; the timer was set up by
-    // `DelayedWork::new` as the C macro does.
-    let r = hand_over(inner, work.clone(), || unsafe {
-        bindings::kthread_queue_delayed_work(inner.raw(), dwork, jiffies(delay))
-    });
-    end_op(work.op());
-    // A reference that comes back is never the last: the caller holds `work`.
-    r.map_err(|(e, _mine)| e)
+
+    fn dwork(&self) -> *mut bindings::kthread_delayed_work {
+        // SAFETY: `h` is live (type invariant); only the address of its field is taken.
+        unsafe { &raw mut (*self.h).dwork }
+    }
+}
+
+impl DelayedC for Call<'_> {
+    type Error = Error;
+
+    fn busy() -> Error {
+        EBUSY
+    }
+
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        self.inner.enter(f)
+    }
+
+    fn get(&self) {
+        // SAFETY: `h` is the header of a live `DelayedWork<T>` inside an `Arc` (type
+        // invariant), of the `T` its `acquire` was made for.
+        unsafe { ((*self.h).acquire)(self.h) }
+    }
+
+    unsafe fn put(&self) {
+        // SAFETY: The caller owns a reference to the item, whose header `h` is (type
+        // invariant); it is not the last, so the item stays live for `'a`.
+        unsafe { ((*self.h).release)(self.h) }
+    }
+
+    unsafe fn timer_delete_sync(&self) {
+        // SAFETY: The timer was initialised by `DelayedWork::new` (type invariant), irq-safe.
+        // The worker is live (inside its gate, or its teardown), as the callback needs.
+        unsafe { bindings::timer_delete_sync(&raw mut (*self.dwork()).timer) };
+    }
+
+    unsafe fn queue_delayed(&self) -> bool {
+        // SAFETY: The work is initialised and bound to `inner`, which is live, its queues open
+        // (inside the gate); the timer was set up by `DelayedWork::new` as the C macro does. A
+        // new entry takes the caller's reference (the function's safety requirement).
+        unsafe { bindings::kthread_queue_delayed_work(self.inner.raw(), self.dwork(), self.delay) }
+    }
+
+    unsafe fn mod_delayed(&self) -> bool {
+        // SAFETY: As for `queue_delayed`.
+        unsafe { bindings::kthread_mod_delayed_work(self.inner.raw(), self.dwork(), self.delay) }
+    }
+
+    unsafe fn cancel_delayed_sync(&self) -> bool {
+        // SAFETY: The work is initialised and bound to `inner`, which is live (inside the gate,
+        // or its teardown). The caller is not the worker's thread (`cancel_with` refuses it;
+        // the teardown never runs there).
+        unsafe { bindings::kthread_cancel_delayed_work_sync(self.dwork()) }
+    }
 }
 
 /// The start of every [`DelayedWork`]: the C delayed work and type-erased reference counting,
@@ -226,49 +253,20 @@ struct DelayedHeader {
     dwork: bindings::kthread_delayed_work,
     acquire: unsafe fn(*mut DelayedHeader),
     release: unsafe fn(*mut DelayedHeader),
-    /// Which of our operations on this delayed work runs: `OP_IDLE`, `OP_QUEUE` (a queue or a
-    /// modify) or `OP_CANCEL`. One at a time; see [`op_cell`].
-    op: Atomic<u32>,
+    /// Which of our operations on this delayed work runs: one at a time (see
+    /// [`delayed_op`], which says why).
+    op: OpState,
 }
-
-const OP_IDLE: u32 = 0;
-const OP_QUEUE: u32 = 1;
-const OP_CANCEL: u32 = 2;
 
 /// The operation state of the delayed work whose header is `h`.
 ///
-/// C raises `canceling` while it cancels the timer with the worker unlocked, and a timer that
-/// fires then drops its work silently (`kthread_delayed_work_timer_fn()`): the queue entry's
-/// reference would leak. Our cancel and modify first delete the timer with nothing raised, so
-/// the timer can fire in C's window only if another thread arms it again in between. One
-/// operation at a time per delayed work rules that out: a queue or modify that finds another
-/// operation running returns `EBUSY` at once (it may run in interrupt context, and a cancel may
-/// be waiting for the work that queues), and a cancel waits for its turn.
-///
 /// # Safety
 ///
-/// `h` is the header of a live `DelayedWork`.
-unsafe fn op_cell<'a>(h: *mut DelayedHeader) -> &'a Atomic<u32> {
+/// `h` is the header of a live `DelayedWork`, which outlives `'a`.
+unsafe fn op_cell<'a>(h: *mut DelayedHeader) -> &'a OpState {
     // SAFETY: By the function's safety requirement; only the atomic field is borrowed, never
     // the C part that C writes.
     unsafe { &(*h).op }
-}
-
-/// Start a queue or modify: `false` if another operation on the work runs.
-fn try_begin_queue(op: &Atomic<u32>) -> bool {
-    op.cmpxchg(OP_IDLE, OP_QUEUE, ordering::Acquire).is_ok()
-}
-
-/// Start a cancel, sleeping until no other operation on the work runs.
-fn begin_cancel(op: &Atomic<u32>) {
-    while op.cmpxchg(OP_IDLE, OP_CANCEL, ordering::Acquire).is_err() {
-        // A queue or modify ends within microseconds; another cancel may wait for a work.
-        kernel::time::delay::fsleep(Delta::from_micros(50));
-    }
-}
-
-fn end_op(op: &Atomic<u32>) {
-    op.store(OP_IDLE, ordering::Release);
 }
 
 /// A delayed work item: a `kthread_delayed_work` (a work and its timer) and the item's data,
@@ -364,7 +362,7 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
                         );
                         (&raw mut (*slot).acquire).write(acquire::<T>);
                         (&raw mut (*slot).release).write(release::<T>);
-                        (&raw mut (*slot).op).write(Atomic::new(OP_IDLE));
+                        (&raw mut (*slot).op).write(OpState::new());
                     }
                 }),
                 owner: Atomic::new(ptr::null_mut()),
@@ -376,12 +374,11 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
 }
 
 impl<T> DelayedWork<T> {
-    fn dwork_ptr(&self) -> *mut bindings::kthread_delayed_work {
-        // `dwork` is the first field of `DelayedHeader` (`repr(C)`).
-        self.dwork.get().cast()
+    fn header(&self) -> *mut DelayedHeader {
+        self.dwork.get()
     }
 
-    fn op(&self) -> &Atomic<u32> {
+    fn op(&self) -> &OpState {
         // SAFETY: `self` is live and starts with its header.
         unsafe { op_cell(self.dwork.get()) }
     }

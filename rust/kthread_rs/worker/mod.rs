@@ -67,11 +67,12 @@ use kernel::{
 };
 
 mod delayed;
+mod delayed_op;
 mod gate;
 mod work;
 pub use delayed::{DelayedWork, DelayedWorkItem};
 use gate::Gate;
-use work::{hand_over, init_work, owner_of, queue, FnWork};
+use work::{init_work, owner_of, queue, FnWork};
 pub use work::{Work, WorkItem};
 
 /// The worker's own state, shared with the works it runs.

@@ -27,6 +27,10 @@ pub mod members;
 #[path = "../../../rust/kthread_rs/task_work/take.rs"]
 pub mod take;
 
+/// The delayed work's operations, one at a time.
+#[path = "../../../rust/kthread_rs/worker/delayed_op.rs"]
+pub mod delayed_op;
+
 pub mod c;
 
 pub mod trace;

@@ -5,5 +5,6 @@
 //! atomics), one file per C area, each function naming the C function and lines it follows.
 
 pub mod completion;
+pub mod delayed;
 pub mod task_work;
 pub mod thread;

@@ -2,6 +2,7 @@
 
 //! The models: one file per protocol.
 
+mod delayed;
 mod gate;
 mod members;
 mod task_work;

@@ -42,7 +42,12 @@ impl Worker {
         Inner::bind(inner, &work.owner)?;
         // SAFETY: `work` is a live item bound to `inner` just above, and `work` is the
         // caller's reference, held throughout.
-        unsafe { delayed_op::modify(work.op(), &Call::new(inner, work.header(), jiffies(delay))) }
+        unsafe {
+            delayed_op::modify(
+                work.op(),
+                &Call::new(inner, DelayedWork::header_of(work), jiffies(delay)),
+            )
+        }
     }
 
     /// Cancel a delayed `work` (timer or queue) and wait until it is not running (the C
@@ -58,7 +63,9 @@ impl Worker {
     pub fn cancel_delayed_sync<T: DelayedWorkItem>(&self, work: &DelayedWork<T>) -> Result<bool> {
         kernel::task::might_sleep();
         // SAFETY: `cancel_with` runs the closure only once `work` is known to be bound to this
-        // live worker, inside its gate; `work` is live for the call (the caller's reference).
+        // live worker, inside its gate, and never on the worker's thread; `work` is live for
+        // the call (the caller's reference). A cancel makes and gives up no reference, so the
+        // header's pointer needs no more than the work's own provenance.
         self.cancel_with(work, &work.owner, || unsafe {
             delayed_op::cancel(work.op(), &Call::new(&self.inner, work.header(), 0))
         })
@@ -129,7 +136,7 @@ impl Inner {
             unsafe { bindings::_raw_spin_unlock_irq(&raw mut (*raw).lock) };
             let Some(h) = header else { break };
             // SAFETY: `h` is alive (our reference, held throughout), initialised, and bound to
-            // this worker, whose teardown this is.
+            // this worker, whose teardown this is (never on the worker's thread).
             let was_pending = unsafe { delayed_op::cancel(op_cell(h), &Call::new(self, h, 0)) };
             if was_pending {
                 // SAFETY: The cancelled entry's queue reference is now ours; ours, taken above,
@@ -160,7 +167,12 @@ pub(super) fn queue_delayed<T: DelayedWorkItem>(
     Inner::bind(inner, &work.owner)?;
     // SAFETY: `work` is a live item bound to `inner` just above, and `work` is the caller's
     // reference, held throughout.
-    unsafe { delayed_op::queue(work.op(), &Call::new(inner, work.header(), jiffies(delay))) }
+    unsafe {
+        delayed_op::queue(
+            work.op(),
+            &Call::new(inner, DelayedWork::header_of(work), jiffies(delay)),
+        )
+    }
 }
 
 /// One delayed work on its worker, for the operations of [`delayed_op`]: the C calls on it,
@@ -169,7 +181,9 @@ pub(super) fn queue_delayed<T: DelayedWorkItem>(
 /// # Invariants
 ///
 /// For `'a`, `h` is the header of a live, initialised `DelayedWork` inside an `Arc`, bound to
-/// `inner`; `delay` is in jiffies (unused by a cancel).
+/// `inner`, and carries the provenance of that `Arc`'s allocation (from `Arc::as_ptr`, or a
+/// pointer C handed back) whenever [`DelayedC::get`] or [`DelayedC::put`] is called; `delay`
+/// is in jiffies (unused by a cancel).
 struct Call<'a> {
     inner: &'a Inner,
     h: *mut DelayedHeader,
@@ -180,7 +194,9 @@ struct Call<'a> {
 impl<'a> Call<'a> {
     /// # Safety
     ///
-    /// For `'a`, `h` is the header of a live `DelayedWork` inside an `Arc`, bound to `inner`.
+    /// For `'a`, `h` is the header of a live `DelayedWork` inside an `Arc`, bound to `inner`;
+    /// for a queue or modify (which make and give up references), `h` has the provenance of
+    /// the `Arc`'s allocation.
     unsafe fn new(inner: &'a Inner, h: *mut DelayedHeader, delay: c_ulong) -> Self {
         // INVARIANT: By the function's safety requirement; `DelayedWork::new` initialised it.
         Self {
@@ -197,7 +213,10 @@ impl<'a> Call<'a> {
     }
 }
 
-impl DelayedC for Call<'_> {
+// SAFETY: `get` makes a reference (`acquire`); `enter` is the worker's gate (`Inner::enter`),
+// which runs `f` only while the worker's queues are open and returns `Ok` only with its
+// result; the C calls return what the C functions did.
+unsafe impl DelayedC for Call<'_> {
     type Error = Error;
 
     fn busy() -> Error {
@@ -374,8 +393,16 @@ impl<T: DelayedWorkItem> DelayedWork<T> {
 }
 
 impl<T> DelayedWork<T> {
+    /// The header, with the provenance of `self`'s fields only: enough for the C calls, not
+    /// for `acquire` or `release` (which reach the `Arc`'s count).
     fn header(&self) -> *mut DelayedHeader {
         self.dwork.get()
+    }
+
+    /// The header of the item in `this`, with the provenance of the whole `Arc` allocation
+    /// (the header is at offset 0 of the `repr(C)` item), as `acquire` and `release` need.
+    fn header_of(this: &Arc<Self>) -> *mut DelayedHeader {
+        Arc::as_ptr(this).cast_mut().cast()
     }
 
     fn op(&self) -> &OpState {
@@ -402,7 +429,8 @@ impl<T> PinnedDrop for DelayedWork<T> {
 ///
 /// # Safety
 ///
-/// `h` is the header of a live `DelayedWork<T>` inside an `Arc`.
+/// `h` is the header of a live `DelayedWork<T>` inside an `Arc`, with the provenance of that
+/// `Arc`'s allocation (from `Arc::as_ptr` or `Arc::into_raw`, or a pointer C handed back).
 unsafe fn acquire<T>(h: *mut DelayedHeader) {
     // `DelayedWork` is `repr(C)` with the header first, so the pointers are the same.
     // SAFETY: By the function's safety requirement; the clone is kept by leaking it.
@@ -414,7 +442,8 @@ unsafe fn acquire<T>(h: *mut DelayedHeader) {
 ///
 /// # Safety
 ///
-/// `h` is the header of a `DelayedWork<T>`, and the caller owns one reference to it.
+/// `h` is the header of a `DelayedWork<T>`, with the provenance of its `Arc`'s allocation (as
+/// for [`acquire`]), and the caller owns one reference to it.
 unsafe fn release<T>(h: *mut DelayedHeader) {
     // SAFETY: By the function's safety requirement.
     drop(unsafe { Arc::from_raw(h.cast::<DelayedWork<T>>()) });

@@ -89,25 +89,53 @@ impl OpState {
 /// The item's references are counted, not named: [`DelayedC::get`] makes one that the caller
 /// owns (in the kernel, an `Arc::into_raw` of the item), and a queue entry that C makes with
 /// the work takes one such reference over, which the worker's run or a cancel gives back.
-pub(crate) trait DelayedC {
+///
+/// # Safety
+///
+/// The sequence functions below rely on what an implementation does, not only on what its
+/// callers do:
+/// - [`DelayedC::get`] makes a new reference to the item, which the caller owns;
+/// - [`DelayedC::enter`] runs `f` only while the worker's gate lets it (its queues are open),
+///   and returns `Ok` with `f`'s result only if it ran `f`;
+/// - the C calls return what C did: [`DelayedC::queue_delayed`] `true` and
+///   [`DelayedC::mod_delayed`] `false` only when C made a new queue entry, which took the
+///   caller's reference over; [`DelayedC::cancel_delayed_sync`] `true` only when C removed an
+///   entry, whose reference is then the caller's.
+pub(crate) unsafe trait DelayedC {
     /// An operation's error.
     type Error;
 
     /// `EBUSY`: another operation on the work runs, or a queue found the work pending.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     fn busy() -> Self::Error;
 
     /// Run `f` unless the worker is closing (the worker's gate), or the error.
+    ///
+    /// # Context
+    ///
+    /// Any context, as `f`.
     fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R, Self::Error>;
 
     /// Make a new reference to the item, owned by the caller.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     fn get(&self);
 
     /// Give up a reference to the item.
     ///
     /// # Safety
     ///
-    /// The caller owns a reference to the item (from [`DelayedC::get`], or from a queue entry
-    /// that a cancel removed), which is not the item's last.
+    /// The caller owns a reference to the item from [`DelayedC::get`], which is not the item's
+    /// last.
+    ///
+    /// # Context
+    ///
+    /// Any context (never the last reference, so the item's destructor does not run).
     unsafe fn put(&self);
 
     /// `timer_delete_sync()` of the work's timer: it is not pending, and its callback does not
@@ -116,6 +144,10 @@ pub(crate) trait DelayedC {
     /// # Safety
     ///
     /// Called inside the worker's gate ([`DelayedC::enter`]), or by its teardown.
+    ///
+    /// # Context
+    ///
+    /// Any context (the timer is irq-safe).
     unsafe fn timer_delete_sync(&self);
 
     /// `kthread_queue_delayed_work()`: whether it queued the work (a new queue entry).
@@ -124,6 +156,10 @@ pub(crate) trait DelayedC {
     ///
     /// Called inside the worker's gate; the caller owns a reference from [`DelayedC::get`],
     /// which the new queue entry takes over if this returns `true`.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     unsafe fn queue_delayed(&self) -> bool;
 
     /// `kthread_mod_delayed_work()`: whether the work was pending (`false`: it was idle, and is
@@ -133,6 +169,10 @@ pub(crate) trait DelayedC {
     ///
     /// Called inside the worker's gate; the caller owns a reference from [`DelayedC::get`],
     /// which the new queue entry takes over if this returns `false`.
+    ///
+    /// # Context
+    ///
+    /// Any context.
     unsafe fn mod_delayed(&self) -> bool;
 
     /// `kthread_cancel_delayed_work_sync()`: whether it removed a queue entry (whose
@@ -140,7 +180,12 @@ pub(crate) trait DelayedC {
     ///
     /// # Safety
     ///
-    /// Called inside the worker's gate, or by its teardown.
+    /// Called inside the worker's gate, or by its teardown; not on the worker's thread (it
+    /// would wait for itself).
+    ///
+    /// # Context
+    ///
+    /// May sleep.
     unsafe fn cancel_delayed_sync(&self) -> bool;
 }
 
@@ -227,7 +272,8 @@ pub(crate) unsafe fn modify<C: DelayedC>(op: &OpState, c: &C) -> Result<bool, C:
 /// # Safety
 ///
 /// `op` is the operation state of the work of `c`; called inside the worker's gate, or by its
-/// teardown; the caller holds a reference to the item throughout the call.
+/// teardown, and not on the worker's thread; the caller holds a reference to the item
+/// throughout the call.
 ///
 /// # Context
 ///

@@ -75,7 +75,8 @@ impl Gate {
     ///
     /// # Context
     ///
-    /// May sleep (the caller calls `might_sleep()`: this file names no kernel function).
+    /// May sleep. (This file names no kernel function: the worker's teardown, its caller,
+    /// calls `might_sleep()`.)
     pub(crate) fn close(&self) {
         self.refuse();
         // Acquire: what the last operation did happens before what the caller does next.

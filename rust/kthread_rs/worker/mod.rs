@@ -180,6 +180,7 @@ impl Inner {
     ///
     /// The caller claimed the entry; called once, not on the worker's thread.
     unsafe fn teardown(&self) -> delayed::Cancelled {
+        kernel::task::might_sleep();
         // INVARIANT: From here on nothing is queued: an operation gets `ESHUTDOWN`.
         self.gate.close();
         let cancelled = self.cancel_all_delayed();

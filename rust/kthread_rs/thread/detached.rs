@@ -164,8 +164,9 @@ unsafe extern "C" fn detached_main(data: *mut c_void) -> c_int {
         unsafe { free_block(head) };
     }
     if !orphan.is_null() {
-        // SAFETY: By the invariant of `Member` (`orphan`), this thread owns the group now; its other
-        // threads have completed (the drop waited for them), and this one has left its list.
+        // SAFETY: By the invariant of `Member` (`orphan`), this thread owns the group now; its
+        // other threads have completed (the drop waited for them), and this one has left its
+        // list.
         drop(unsafe { KBox::from_raw(orphan) });
     }
     if !group.is_null() {

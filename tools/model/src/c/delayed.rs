@@ -14,6 +14,7 @@
 //! asserts; so does a free while C still has the work on a list or its timer armed.
 
 use crate::delayed_op::{DelayedC, OpState};
+use crate::gate::Gate;
 use crate::trace::step;
 use loom::cell::UnsafeCell;
 use loom::sync::{Condvar, Mutex, MutexGuard};
@@ -66,6 +67,9 @@ pub struct Dwork {
     pub base_wake: Condvar,
     /// The item's operation state (the protocol's, in the item's header).
     pub(crate) op: OpState,
+    /// The worker's close gate (the protocol's, `worker/gate.rs`), which every operation
+    /// enters and the teardown closes.
+    pub(crate) gate: Gate,
     /// The item's data, which its run writes.
     pub data: UnsafeCell<u32>,
     refs: AtomicUsize,
@@ -97,6 +101,7 @@ impl Dwork {
             }),
             base_wake: Condvar::new(),
             op: OpState::new(),
+            gate: Gate::new(),
             data: UnsafeCell::new(0),
             refs: AtomicUsize::new(1),
             freed: AtomicBool::new(false),
@@ -375,6 +380,8 @@ pub fn run_item(d: &Dwork) {
 pub enum Error {
     /// `EBUSY`.
     Busy,
+    /// `ESHUTDOWN`: the worker's gate is closed.
+    Shutdown,
 }
 
 /// The model's [`DelayedC`]: the protocol's calls, on the C model above.
@@ -387,8 +394,8 @@ pub struct Host<'a> {
     pub who: &'static str,
 }
 
-// SAFETY: `get` makes a reference of the model's count; `enter` is always open (the gate has a
-// model of its own, `models::gate`); the C calls return what the C model did.
+// SAFETY: `get` makes a reference of the model's count; `enter` is the worker's gate, as
+// `Inner::enter` (the protocol's `Gate`); the C calls return what the C model did.
 unsafe impl DelayedC for Host<'_> {
     type Error = Error;
 
@@ -397,8 +404,11 @@ unsafe impl DelayedC for Host<'_> {
     }
 
     fn enter<R>(&self, f: impl FnOnce() -> R) -> Result<R, Error> {
-        // The worker's gate is modelled on its own (models::gate); open here.
-        Ok(f())
+        let r = self.d.gate.enter(f).map_err(|_| Error::Shutdown);
+        if r.is_err() {
+            step(self.who, "the gate is closed: ESHUTDOWN");
+        }
+        r
     }
 
     fn get(&self) {

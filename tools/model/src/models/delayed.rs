@@ -45,8 +45,14 @@ fn operate(d: &Dwork, who: &'static str, op: Op) {
         }
         Op::Cancel => {
             let c = Host { d, delay: 0, who };
-            // SAFETY: As above; no teardown runs meanwhile.
-            if unsafe { delayed_op::cancel(&d.op, &c) } {
+            // As `Worker::cancel_with`: inside the gate; a closed worker has nothing of ours to
+            // cancel (its teardown does).
+            // SAFETY: As above; inside the gate, so no teardown's cancel runs meanwhile.
+            let r = d.gate.enter(|| unsafe { delayed_op::cancel(&d.op, &c) });
+            if r.is_err() {
+                step(who, "the gate is closed: nothing to cancel");
+            }
+            if r.unwrap_or(false) {
                 // As `Worker::cancel_with`: the removed entry's reference is ours.
                 d.cancels.fetch_add(1, SeqCst);
                 d.put(who);
@@ -58,8 +64,19 @@ fn operate(d: &Dwork, who: &'static str, op: Op) {
 
 /// Run `ops` (one thread each) on a work first queued by the model with `initial` delay, if
 /// any, under every interleaving with at most `bound` preemptions (as `crate::check`, which
-/// has 3; `LOOM_MAX_PREEMPTIONS` overrides it).
+/// has 3; `LOOM_MAX_PREEMPTIONS` overrides it); then the worker's teardown.
 fn model(bound: usize, initial: Option<u32>, ops: &'static [(&'static str, Op)]) {
+    model_with(bound, initial, ops, false)
+}
+
+/// As [`model`]; with `racing_teardown`, every operation runs on a thread of its own and the
+/// teardown runs meanwhile (a worker dropped while other threads still queue on it).
+fn model_with(
+    bound: usize,
+    initial: Option<u32>,
+    ops: &'static [(&'static str, Op)],
+    racing_teardown: bool,
+) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(bound);
@@ -78,20 +95,28 @@ fn model(bound: usize, initial: Option<u32>, ops: &'static [(&'static str, Op)])
             let d = d.clone();
             thread::spawn(move || c::timer_interrupt(&d))
         };
-        // The last operation runs on the model's own thread (one thread less to explore).
+        // The last operation runs on the model's own thread (one thread less to explore),
+        // unless the teardown does.
         let (&(last_who, last_op), others) = ops.split_last().unwrap();
-        let threads: Vec<_> = others
+        let spawned = if racing_teardown { ops } else { others };
+        let threads: Vec<_> = spawned
             .iter()
             .map(|&(who, op)| {
                 let d = d.clone();
                 thread::spawn(move || operate(&d, who, op))
             })
             .collect();
-        operate(&d, last_who, last_op);
+        if racing_teardown {
+            teardown(&d);
+        } else {
+            operate(&d, last_who, last_op);
+        }
         for t in threads {
             t.join().unwrap();
         }
-        teardown(&d);
+        if !racing_teardown {
+            teardown(&d);
+        }
         worker.join().unwrap();
         timer.join().unwrap();
 
@@ -116,10 +141,12 @@ fn model(bound: usize, initial: Option<u32>, ops: &'static [(&'static str, Op)])
     });
 }
 
-/// `Inner::teardown` of the worker, once its gate is closed: `cancel_all_delayed` (a work on the
-/// delayed list is cancelled with a reference of the teardown's own), `kthread_flush_worker()`,
-/// `kthread_stop()`; and the timer interrupts end.
+/// `Inner::teardown` of the worker: close its gate (and wait for the operations in it), then
+/// `cancel_all_delayed` (a work on the delayed list is cancelled with a reference of the
+/// teardown's own), `kthread_flush_worker()`, `kthread_stop()`; and the timer interrupts end.
 fn teardown(d: &Dwork) {
+    step("teardown", "close the gate");
+    d.gate.close();
     step("teardown", "cancel_all_delayed");
     let delayed = d.lock.lock().unwrap().node == Node::DelayedList;
     if delayed {
@@ -205,4 +232,15 @@ fn mod_pending_against_the_timer() {
 #[test]
 fn mod_pending_against_cancel() {
     model(2, Some(1), &[("mod", Op::Mod(1)), ("cancel", Op::Cancel)]);
+}
+
+/// The worker's teardown (its handle dropped) while another thread queues on it: the queue
+/// either runs in the gate before the close returns (and the teardown cancels or runs its
+/// entry) or gets `ESHUTDOWN` and gives its reference back; the worker's gate and the delayed
+/// work's protocol together (mutant `gate-check-then-count` fails it too).
+///
+/// Bounds: one queue (delay 1) and the teardown; the worker, the timer; preemption bound 3.
+#[test]
+fn queue_against_teardown() {
+    model_with(3, None, &[("queue", Op::Queue(1))], true);
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-PKGS="rustc-web rust-web-src rust-web-clippy rustfmt-web clang-22 lld-22 llvm-22 libclang1-22
+PKGS="rustc-web cargo-web rust-web-src rust-web-clippy rustfmt-web clang-22 lld-22 llvm-22 libclang1-22
       flex bison bc libelf-dev libssl-dev cpio kmod xz-utils make gcc python3-venv
       qemu-system-x86 udev busybox-static"
 

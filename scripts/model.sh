@@ -41,6 +41,14 @@ grep -E '^test .* \.\.\. ' "$out/models.log" | sed -E 's/^test (.*) \.\.\. (ok|F
 grep -q '^test result: ok' "$out/models.log" || grep -q 'test result' "$out/models.log" ||
 	echo "no-results(see-out/model/models.log) model_run" >> "$out/model.results"
 
+# The mutants' target directory starts as a copy of the models' (loom and its dependencies
+# built once, not twice, on a first run), without the crates of the checkout itself, which
+# cargo would otherwise find fresh by the checkout's paths and never rebuild from the copy.
+if [ ! -d "$mdir/mutant-target" ]; then
+	cp -a "$CARGO_TARGET_DIR" "$mdir/mutant-target"
+	CARGO_TARGET_DIR=$mdir/mutant-target "$CARGO" clean -q --release \
+		--manifest-path "$KRS_ROOT/tools/model/Cargo.toml" -p kthread-rs-model -p kernel
+fi
 for patch in "$KRS_ROOT"/tools/model/mutants/*.patch; do
 	[ -e "$patch" ] || continue
 	name=$(basename "$patch" .patch)

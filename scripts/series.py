@@ -125,6 +125,9 @@ def to_in_tree_rs(text, path):
                 out.append(p + f"let {m.group(2)} = &DOCTEST_MODULE;")
                 continue
             line = re.sub(r"\bkthread_rs::", "kernel::kthread::", line)
+            # The model checker lives in kthread-rs, not in the kernel tree.
+            line = line.replace("This file is model-checked on the host (`tools/model`, `make model`):",
+                                "kthread-rs model-checks this file on the host:")
         else:
             line = re.sub(r"\bcrate::kthread_rs::", "crate::kthread::", line)
             line = re.sub(r"\bkthread_rs::", "kthread::", line)

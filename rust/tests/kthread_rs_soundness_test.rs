@@ -446,6 +446,9 @@ mod cycles {
                 outcomes.clone(),
             );
             let t = thread::spawn(this_module(), fmt!("krs-cycle/{i}"), move |ctx| {
+                // Both bodies run before either takes the other's handle: a thread stopped
+                // before its body ran never runs it (H2), and then never reports an outcome.
+                g.fetch_add(1, SeqCst);
                 let handle = loop {
                     if g.load(SeqCst) == 2 {
                         if let Some(h) = other.lock().take() {
@@ -464,7 +467,6 @@ mod cycles {
                 DropCount(f)
             })?;
             *slots[i].lock() = Some(t);
-            go.fetch_add(1, SeqCst);
         }
         let _ = eventually(|| outcomes[0].load(SeqCst) != 0 && outcomes[1].load(SeqCst) != 0);
         let mut seen = [outcomes[0].load(SeqCst), outcomes[1].load(SeqCst)];
@@ -522,6 +524,8 @@ mod cycles {
                 dropped.clone(),
             );
             let t = thread::spawn(this_module(), fmt!("krs-dcycle/{i}"), move |ctx| {
+                // Both bodies run before either takes the other's handle (as in `pair`).
+                g.fetch_add(1, SeqCst);
                 let handle = loop {
                     if g.load(SeqCst) == 2 {
                         if let Some(h) = other.lock().take() {
@@ -538,7 +542,6 @@ mod cycles {
                 DropCount(f)
             })?;
             *slots[i].lock() = Some(t);
-            go.fetch_add(1, SeqCst);
         }
         assert!(eventually(|| dropped.load(SeqCst) == 2));
         assert!(eventually(|| freed.load(SeqCst) == 2));

@@ -36,6 +36,13 @@ impl Completion {
         self.wait.notify_one();
     }
 
+    /// `complete_all()`, completion.c lines 72-85: `done` = `UINT_MAX` (complete for good: no
+    /// wait lowers it again), and wake every waiter, under the lock.
+    pub fn complete_all(&self) {
+        *self.done.lock().unwrap() = u32::MAX;
+        self.wait.notify_all();
+    }
+
     /// `wait_for_completion()` = `__wait_for_common()` and `do_wait_for_common()`, completion.c
     /// lines 85-127 and 151-154 (uninterruptible, no timeout): wait under the lock until `done`,
     /// then lower it.

@@ -93,44 +93,6 @@ impl Module {
     }
 }
 
-/// A `struct completion` used with `complete_all()` (kernel/sched/completion.c:72-85) and
-/// `wait_for_completion()` (kernel/sched/completion.c:151-156): the lock and wait queue as a
-/// loom `Mutex` and `Condvar`.
-pub struct Completion {
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Default for Completion {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Completion {
-    /// Not completed.
-    pub fn new() -> Self {
-        Self {
-            done: Mutex::new(false),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// `complete_all()`.
-    pub fn complete_all(&self) {
-        *self.done.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-
-    /// `wait_for_completion()`.
-    pub fn wait(&self) {
-        let mut d = self.done.lock().unwrap();
-        while !*d {
-            d = self.cv.wait(d).unwrap();
-        }
-    }
-}
-
 /// The C side of one kthread (`struct kthread`'s flags and completions, the task's
 /// `PF_EXITING`), its task reference count, and how often it was stopped.
 pub struct KThread {

@@ -16,7 +16,8 @@
 //! that its free writes: an access that does not happen before the free is a race that loom
 //! reports, and one after it fails its check.
 
-use crate::c::thread::{Completion, Entry, KThread, Module};
+use crate::c::completion::Completion;
+use crate::c::thread::{Entry, KThread, Module};
 use crate::handoff::{self, Flags, Leave, Stop, ORPHAN, SELF_OWNED, STARTED};
 use crate::trace::step;
 use loom::{
@@ -119,7 +120,7 @@ unsafe impl Stop for OwnerStop<'_> {
     fn wait_stopped(&mut self) {
         self.b.kt.put_task_struct(self.who);
         step(self.who, "waits for `stopped`");
-        self.b.stopped.wait();
+        self.b.stopped.wait_for_completion();
     }
 }
 
